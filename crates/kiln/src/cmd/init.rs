@@ -1,0 +1,11 @@
+//! `kiln init`
+
+use crate::exit::{CmdResult, Code};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> CmdResult {
+    eprintln!("kiln init: not implemented yet");
+    Ok(Code::Usage)
+}

@@ -1,0 +1,11 @@
+//! `kiln port`
+
+use crate::exit::{CmdResult, Code};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> CmdResult {
+    eprintln!("kiln port: not implemented yet");
+    Ok(Code::Usage)
+}

@@ -1,0 +1,93 @@
+//! `kiln`: a thin command line over the library crates. Each subcommand lives in `cmd/<name>.rs`
+//! with its own clap `Args` and a `run` function; this file only parses, sets up logging and maps
+//! results to the exit-code contract (see `exit.rs`).
+
+mod cmd;
+mod exit;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Build Proxmox VE VM templates from installer ISOs (Packer HCL2 compatible)")]
+struct Cli {
+    /// More log output (-v debug, -vv trace). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that a template directory or file is valid
+    Validate(cmd::validate::Args),
+    /// Show variables, locals, sources and provisioners of a template
+    Inspect(cmd::inspect::Args),
+    /// Rewrite HCL files in canonical style, keeping comments
+    Fmt(cmd::fmt::Args),
+    /// Build the templates' sources into Proxmox VE VM templates
+    Build(cmd::build::Args),
+    /// Check version pins, fetch and verify ISOs, install Ansible Galaxy requirements
+    Init(cmd::init::Args),
+    /// Open, close or show the HTTP server's port in the host firewall
+    Port(cmd::port::Args),
+    /// Run a Proxmox-VE-API-compatible server on real QEMU guests
+    Sandbox(cmd::sandbox::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version with exit 0 and usage errors with exit 2
+            let code = if e.use_stderr() { exit::Code::Usage } else { exit::Code::Ok };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    init_logging(cli.verbose);
+    // reqwest is built without a default crypto provider: install ring once, before any client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::Code::Failed.into();
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Validate(a) => cmd::validate::run(a).await,
+            Command::Inspect(a) => cmd::inspect::run(a).await,
+            Command::Fmt(a) => cmd::fmt::run(a).await,
+            Command::Build(a) => cmd::build::run(a).await,
+            Command::Init(a) => cmd::init::run(a).await,
+            Command::Port(a) => cmd::port::run(a).await,
+            Command::Sandbox(a) => cmd::sandbox::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code.into(),
+        Err(report) => {
+            eprintln!("{report:?}");
+            exit::Code::Failed.into()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,kiln=debug",
+        _ => "debug,kiln=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

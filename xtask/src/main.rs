@@ -1,0 +1,29 @@
+//! `cargo xtask <task>`: project automation that is not part of the product.
+//! Each task lives in its own module.
+
+mod test;
+mod test_guest;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install system packages, build the test guest, run every test tier
+    Test(test::Args),
+    /// Build (or reuse from cache) the Ubuntu-like autoinstall test-guest ISO
+    TestGuest(test_guest::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Test(a) => test::run(a),
+        Task::TestGuest(a) => test_guest::run(a),
+    }
+}
