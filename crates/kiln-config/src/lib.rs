@@ -1,1 +1,2 @@
 //! kiln-config
+pub mod functions;
