@@ -1,1 +1,10 @@
-//! kiln-build
+//! kiln-build: the build pipeline of `kiln build` — steps with their own cleanup, the cleanup
+//! stack, the UI (step list, timings, masking), the HTTP seed server, the steps against the PVE
+//! API and the guest, and the post-processors.
+
+pub mod pipeline;
+pub mod signals;
+pub mod ui;
+
+pub use pipeline::{OnError, Outcome, Step, StepContext, StepError};
+pub use ui::{BuildUi, Masker, Ui, UiOptions};
