@@ -2,6 +2,7 @@
 //! stack, the UI (step list, timings, masking), the HTTP seed server, the steps against the PVE
 //! API and the guest, and the post-processors.
 
+pub mod http;
 pub mod pipeline;
 pub mod signals;
 pub mod ui;
