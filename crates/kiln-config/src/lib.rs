@@ -1,2 +1,17 @@
-//! kiln-config
+//! kiln-config: Packer-compatible HCL2 templates → a typed, validated [`model::BuildPlan`].
+//!
+//! ```no_run
+//! let loaded = kiln_config::load(std::path::Path::new("templates/"), &kiln_config::LoadOptions::default())?;
+//! for run in &loaded.plan.runs { println!("{}", run.full_name()); }
+//! # Ok::<(), kiln_config::ConfigError>(())
+//! ```
+
+pub mod diag;
 pub mod functions;
+mod load;
+pub mod model;
+pub mod version;
+
+pub use diag::{ConfigError, Diag, Location, Severity, Warning};
+pub use load::load;
+pub use model::{BuildPlan, LoadOptions, Loaded, SourceRun};

@@ -1,0 +1,787 @@
+//! The expression evaluator: HCL2 semantics over `hcl::Expression`, with Packer's roots
+//! (`var`, `local`, `path`, `packer`, `source`, `build`), lazy locals with cycle detection and the
+//! special forms `can`, `try` and `templatefile`. Ordinary functions come from
+//! [`crate::functions`].
+
+use crate::functions::{self, FuncContext};
+use hcl::expr::{
+    BinaryOperator, Expression, ForExpr, FuncCall, Heredoc, HeredocStripMode, ObjectKey, Operation,
+    TemplateExpr, Traversal, TraversalOperator, UnaryOperator,
+};
+use hcl::template::{Directive, Element, Strip, Template};
+use hcl::{Number, Value};
+use indexmap::IndexMap;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+pub type Map = hcl::Map<String, Value>;
+
+/// An evaluation failure. `Reported` means the cause was already reported elsewhere (a failed
+/// local, an unsupported data source): the caller must not add a second error.
+#[derive(Debug, Clone)]
+pub enum EvalError {
+    Msg(String),
+    Reported,
+}
+
+impl EvalError {
+    pub fn msg(s: impl Into<String>) -> EvalError {
+        EvalError::Msg(s.into())
+    }
+}
+
+type R<T> = Result<T, EvalError>;
+
+/// A local's definition.
+#[derive(Debug, Clone)]
+pub struct LocalDef {
+    pub expr: Expression,
+    pub sensitive: bool,
+    /// index into the loader's list of local attributes (for error reporting)
+    pub index: usize,
+}
+
+#[derive(Debug, Clone)]
+enum LocalState {
+    InProgress,
+    Done(Value),
+    Failed,
+}
+
+/// What every expression in one load can see.
+pub struct Globals {
+    pub vars: Map,
+    pub unset_vars: HashSet<String>,
+    pub locals: IndexMap<String, LocalDef>,
+    local_state: RefCell<IndexMap<String, LocalState>>,
+    /// (local index, message) of locals that failed, in evaluation order.
+    pub local_errors: RefCell<Vec<(usize, String)>>,
+    pub data_blocks: HashSet<String>,
+    pub path: Value,
+    pub packer: Value,
+    pub func: FuncContext,
+    pub cwd: PathBuf,
+}
+
+impl Globals {
+    pub fn new(func: FuncContext, path: Value, packer: Value) -> Globals {
+        let cwd = func.cwd.clone();
+        Globals {
+            vars: Map::new(),
+            unset_vars: HashSet::new(),
+            locals: IndexMap::new(),
+            local_state: RefCell::new(IndexMap::new()),
+            local_errors: RefCell::new(Vec::new()),
+            data_blocks: HashSet::new(),
+            path,
+            packer,
+            func,
+            cwd,
+        }
+    }
+
+    /// Value of `local.<name>`, evaluating it on first use.
+    pub fn local(&self, name: &str) -> R<Value> {
+        let state = self.local_state.borrow().get(name).cloned();
+        match state {
+            Some(LocalState::Done(v)) => return Ok(v),
+            Some(LocalState::Failed) => return Err(EvalError::Reported),
+            Some(LocalState::InProgress) => {
+                return Err(EvalError::msg(format!(
+                    "cycle between locals: local.{name} depends on itself"
+                )))
+            }
+            None => {}
+        }
+        let Some(def) = self.locals.get(name) else {
+            let mut msg = format!("reference to undefined local value \"{name}\"");
+            if let Some(s) = suggest(name, self.locals.keys().map(|k| k.as_str())) {
+                msg.push_str(&format!(" (did you mean \"{s}\"?)"));
+            }
+            return Err(EvalError::msg(msg));
+        };
+        self.local_state.borrow_mut().insert(name.to_string(), LocalState::InProgress);
+        let root = Scope::root(self);
+        let res = root.eval(&def.expr);
+        match res {
+            Ok(v) => {
+                self.local_state.borrow_mut().insert(name.to_string(), LocalState::Done(v.clone()));
+                Ok(v)
+            }
+            Err(EvalError::Msg(m)) => {
+                self.local_state.borrow_mut().insert(name.to_string(), LocalState::Failed);
+                self.local_errors.borrow_mut().push((def.index, m));
+                Err(EvalError::Reported)
+            }
+            Err(EvalError::Reported) => {
+                self.local_state.borrow_mut().insert(name.to_string(), LocalState::Failed);
+                Err(EvalError::Reported)
+            }
+        }
+    }
+
+    fn var(&self, name: &str) -> R<Value> {
+        if let Some(v) = self.vars.get(name) {
+            return Ok(v.clone());
+        }
+        if self.unset_vars.contains(name) {
+            return Err(EvalError::msg(format!(
+                "unset variable \"{name}\": a used variable must be set or have a default value (use -var, -var-file or PKR_VAR_{name})"
+            )));
+        }
+        let mut msg = format!("reference to undeclared input variable \"{name}\"");
+        let names: Vec<&str> =
+            self.vars.keys().map(|k| k.as_str()).chain(self.unset_vars.iter().map(|k| k.as_str())).collect();
+        if let Some(s) = suggest(name, names.into_iter()) {
+            msg.push_str(&format!(" (did you mean \"{s}\"?)"));
+        }
+        Err(EvalError::msg(msg))
+    }
+}
+
+/// Closest candidate for "did you mean".
+pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(f64, &str)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(name, c);
+        if score > 0.8 && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, c));
+        }
+    }
+    best.map(|(_, c)| c.to_string())
+}
+
+/// A lexical scope: globals plus local bindings (for-expression variables, iterators,
+/// `source`, `build`, template variables).
+pub struct Scope<'a> {
+    pub g: &'a Globals,
+    parent: Option<&'a Scope<'a>>,
+    names: Vec<(String, Value)>,
+    /// inside `templatefile`: only the given vars (and functions) are visible
+    template_only: bool,
+}
+
+impl<'a> Scope<'a> {
+    pub fn root(g: &'a Globals) -> Scope<'a> {
+        Scope { g, parent: None, names: Vec::new(), template_only: false }
+    }
+
+    pub fn child(&'a self) -> Scope<'a> {
+        Scope { g: self.g, parent: Some(self), names: Vec::new(), template_only: self.template_only }
+    }
+
+    pub fn bind(&mut self, name: impl Into<String>, v: Value) {
+        self.names.push((name.into(), v));
+    }
+
+    fn lookup(&self, name: &str) -> Option<&Value> {
+        if let Some((_, v)) = self.names.iter().rev().find(|(n, _)| n == name) {
+            return Some(v);
+        }
+        self.parent.and_then(|p| p.lookup(name))
+    }
+
+    fn root_var(&self, name: &str) -> R<Value> {
+        if let Some(v) = self.lookup(name) {
+            return Ok(v.clone());
+        }
+        if self.template_only {
+            return Err(EvalError::msg(format!(
+                "template variable \"{name}\" is not defined: pass it in the templatefile() vars map"
+            )));
+        }
+        match name {
+            "var" => Ok(Value::Object(self.g.vars.clone())),
+            "local" => {
+                let mut m = Map::new();
+                for k in self.g.locals.keys() {
+                    m.insert(k.clone(), self.g.local(k)?);
+                }
+                Ok(Value::Object(m))
+            }
+            "path" => Ok(self.g.path.clone()),
+            "packer" => Ok(self.g.packer.clone()),
+            "data" => Err(EvalError::Reported),
+            "source" | "build" => Err(EvalError::msg(format!(
+                "\"{name}\" is only available inside a build block (provisioners, post-processors, build-level source overrides)"
+            ))),
+            _ => Err(EvalError::msg(format!("unknown variable \"{name}\""))),
+        }
+    }
+
+    /// Evaluate an expression.
+    pub fn eval(&self, e: &Expression) -> R<Value> {
+        match e {
+            Expression::Null => Ok(Value::Null),
+            Expression::Bool(b) => Ok(Value::Bool(*b)),
+            Expression::Number(n) => Ok(Value::Number(*n)),
+            Expression::String(s) => Ok(Value::String(s.clone())),
+            Expression::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(self.eval(i)?);
+                }
+                Ok(Value::Array(out))
+            }
+            Expression::Object(obj) => {
+                let mut out = Map::new();
+                for (k, v) in obj {
+                    let key = match k {
+                        ObjectKey::Identifier(id) => id.as_str().to_string(),
+                        ObjectKey::Expression(e) => match self.eval(e)? {
+                            Value::String(s) => s,
+                            Value::Number(n) => n.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            other => {
+                                return Err(EvalError::msg(format!(
+                                    "object key must be a string, got {}",
+                                    type_name(&other)
+                                )))
+                            }
+                        },
+                        _ => return Err(EvalError::msg("unsupported object key")),
+                    };
+                    out.insert(key, self.eval(v)?);
+                }
+                Ok(Value::Object(out))
+            }
+            Expression::TemplateExpr(t) => self.eval_template_expr(t),
+            Expression::Variable(v) => self.root_var(v.as_str()),
+            Expression::Traversal(t) => self.eval_traversal(t),
+            Expression::FuncCall(f) => self.eval_call(f),
+            Expression::Parenthesis(inner) => self.eval(inner),
+            Expression::Conditional(c) => {
+                let cond = self.eval(&c.cond_expr)?;
+                let b = to_bool(&cond).map_err(|m| EvalError::msg(format!("condition: {m}")))?;
+                if b {
+                    self.eval(&c.true_expr)
+                } else {
+                    self.eval(&c.false_expr)
+                }
+            }
+            Expression::Operation(op) => self.eval_op(op),
+            Expression::ForExpr(f) => self.eval_for(f),
+            other => Err(EvalError::msg(format!("unsupported expression: {other:?}"))),
+        }
+    }
+
+    fn eval_template_expr(&self, t: &TemplateExpr) -> R<Value> {
+        let template = match t {
+            TemplateExpr::QuotedString(_) => Template::from_expr(t)
+                .map_err(|e| EvalError::msg(format!("invalid template: {}", first_line(&e.to_string()))))?,
+            TemplateExpr::Heredoc(h) => parse_heredoc(h)?,
+        };
+        self.eval_template_value(&template)
+    }
+
+    /// Evaluate a template, unwrapping a lone interpolation (`"${var.list}"` yields the list).
+    pub fn eval_template_value(&self, template: &Template) -> R<Value> {
+        let elems = template.elements();
+        if let [Element::Interpolation(i)] = elems {
+            return self.eval(&i.expr);
+        }
+        let mut out = String::new();
+        self.render(&mut out, template, Strip::None, Strip::None)?;
+        Ok(Value::String(out))
+    }
+
+    fn render(&self, out: &mut String, t: &Template, prev: Strip, next: Strip) -> R<()> {
+        let elems = t.elements();
+        let len = elems.len();
+        for (i, el) in elems.iter().enumerate() {
+            let p = if i == 0 { prev } else { elem_strip(&elems[i - 1]) };
+            let n = if i + 1 == len { next } else { elem_strip(&elems[i + 1]) };
+            match el {
+                Element::Literal(l) => out.push_str(strip_literal(l, p, n)),
+                Element::Interpolation(interp) => {
+                    let v = self.eval(&interp.expr)?;
+                    out.push_str(&template_string(&v)?);
+                }
+                Element::Directive(d) => match d.as_ref() {
+                    Directive::If(d) => {
+                        let c = to_bool(&self.eval(&d.cond_expr)?)
+                            .map_err(|m| EvalError::msg(format!("%{{ if }} condition: {m}")))?;
+                        if c {
+                            let nx = if d.false_template.is_some() { d.else_strip } else { d.endif_strip };
+                            self.render(out, &d.true_template, d.if_strip, nx)?;
+                        } else if let Some(f) = &d.false_template {
+                            self.render(out, f, d.else_strip, d.endif_strip)?;
+                        }
+                    }
+                    Directive::For(d) => {
+                        let coll = self.eval(&d.collection_expr)?;
+                        for (k, v) in iterate(&coll)? {
+                            let mut s = self.child();
+                            if let Some(kv) = &d.key_var {
+                                s.bind(kv.as_str(), k);
+                            }
+                            s.bind(d.value_var.as_str(), v);
+                            s.render(out, &d.template, d.for_strip, d.endfor_strip)?;
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn eval_traversal(&self, t: &Traversal) -> R<Value> {
+        let ops = &t.operators;
+        // Packer roots with lazy members
+        if let Expression::Variable(root) = &t.expr {
+            if self.lookup(root.as_str()).is_none() && !self.template_only {
+                if let Some(TraversalOperator::GetAttr(name)) = ops.first() {
+                    match root.as_str() {
+                        "var" => return self.apply_ops(self.g.var(name.as_str())?, &ops[1..]),
+                        "local" => return self.apply_ops(self.g.local(name.as_str())?, &ops[1..]),
+                        "data" => {
+                            return Err(if self.g.data_blocks.contains(name.as_str()) {
+                                EvalError::Reported
+                            } else {
+                                EvalError::msg(format!(
+                                    "not supported: data source \"{}\" (kiln does not run Packer data sources)",
+                                    name.as_str()
+                                ))
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let base = self.eval(&t.expr)?;
+        self.apply_ops(base, ops)
+    }
+
+    fn apply_ops(&self, mut v: Value, ops: &[TraversalOperator]) -> R<Value> {
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                TraversalOperator::GetAttr(name) => v = get_attr(&v, name.as_str())?,
+                TraversalOperator::Index(e) => {
+                    let idx = self.eval(e)?;
+                    v = index(&v, &idx)?;
+                }
+                TraversalOperator::LegacyIndex(n) => v = index(&v, &Value::Number(Number::from(*n)))?,
+                TraversalOperator::FullSplat | TraversalOperator::AttrSplat => {
+                    let items = match v {
+                        Value::Array(a) => a,
+                        Value::Null => Vec::new(),
+                        other => vec![other],
+                    };
+                    let rest = &ops[i + 1..];
+                    let (now, later) = if matches!(op, TraversalOperator::AttrSplat) {
+                        let n = rest.iter().take_while(|o| matches!(o, TraversalOperator::GetAttr(_))).count();
+                        (&rest[..n], &rest[n..])
+                    } else {
+                        (rest, &rest[rest.len()..])
+                    };
+                    let mut out = Vec::with_capacity(items.len());
+                    for it in items {
+                        out.push(self.apply_ops(it, now)?);
+                    }
+                    return self.apply_ops(Value::Array(out), later);
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn eval_call(&self, f: &FuncCall) -> R<Value> {
+        let name = f.name.name.as_str();
+        if !f.name.namespace.is_empty() {
+            return Err(EvalError::msg(format!(
+                "not supported: namespaced function {}::{name}",
+                f.name.namespace.iter().map(|n| n.as_str()).collect::<Vec<_>>().join("::")
+            )));
+        }
+        match name {
+            "can" => {
+                if f.args.len() != 1 {
+                    return Err(EvalError::msg("can() takes exactly one argument"));
+                }
+                return Ok(Value::Bool(self.eval(&f.args[0]).is_ok()));
+            }
+            "try" => {
+                if f.args.is_empty() {
+                    return Err(EvalError::msg("try() needs at least one argument"));
+                }
+                let mut last = EvalError::msg("no argument of try() could be evaluated");
+                for a in &f.args {
+                    match self.eval(a) {
+                        Ok(v) => return Ok(v),
+                        Err(e) => last = e,
+                    }
+                }
+                return Err(match last {
+                    EvalError::Msg(m) => EvalError::msg(format!("no argument of try() could be evaluated; the last failed with: {m}")),
+                    r => r,
+                });
+            }
+            _ => {}
+        }
+        let mut args = Vec::with_capacity(f.args.len());
+        for a in &f.args {
+            args.push(self.eval(a)?);
+        }
+        if f.expand_final {
+            match args.pop() {
+                Some(Value::Array(list)) => args.extend(list),
+                Some(other) => {
+                    return Err(EvalError::msg(format!(
+                        "the last argument of {name}(…) with `...` must be a list, got {}",
+                        type_name(&other)
+                    )))
+                }
+                None => {}
+            }
+        }
+        if name == "templatefile" {
+            return self.templatefile(args);
+        }
+        let ctx = &self.g.func;
+        functions::call(name, args, ctx).map_err(|e| EvalError::msg(e.to_string()))
+    }
+
+    fn templatefile(&self, args: Vec<Value>) -> R<Value> {
+        if args.len() != 2 {
+            return Err(EvalError::msg(format!("templatefile() takes 2 arguments (path, vars), got {}", args.len())));
+        }
+        let path = match &args[0] {
+            Value::String(s) => s.clone(),
+            other => return Err(EvalError::msg(format!("templatefile(): path must be a string, got {}", type_name(other)))),
+        };
+        let vars = match &args[1] {
+            Value::Object(m) => m.clone(),
+            Value::Null => Map::new(),
+            other => return Err(EvalError::msg(format!("templatefile(): vars must be an object, got {}", type_name(other)))),
+        };
+        let full = if std::path::Path::new(&path).is_absolute() { PathBuf::from(&path) } else { self.g.cwd.join(&path) };
+        let text = std::fs::read_to_string(&full)
+            .map_err(|e| EvalError::msg(format!("templatefile(): cannot read \"{path}\": {e}")))?;
+        let template = Template::from_str(&text).map_err(|e| {
+            EvalError::msg(format!("templatefile(): \"{path}\" is not a valid template: {}", first_line(&e.to_string())))
+        })?;
+        let mut s = Scope { g: self.g, parent: None, names: Vec::new(), template_only: true };
+        for (k, v) in vars {
+            s.bind(k, v);
+        }
+        let mut out = String::new();
+        s.render(&mut out, &template, Strip::None, Strip::None)
+            .map_err(|e| match e {
+                EvalError::Msg(m) => EvalError::msg(format!("templatefile(\"{path}\"): {m}")),
+                r => r,
+            })?;
+        Ok(Value::String(out))
+    }
+
+    fn eval_op(&self, op: &Operation) -> R<Value> {
+        match op {
+            Operation::Unary(u) => {
+                let v = self.eval(&u.expr)?;
+                match u.operator {
+                    UnaryOperator::Neg => Ok(num_value(-to_f64(&v)?, is_int(&v))),
+                    UnaryOperator::Not => Ok(Value::Bool(!to_bool(&v).map_err(EvalError::Msg)?)),
+                }
+            }
+            Operation::Binary(b) => {
+                use BinaryOperator::*;
+                // short-circuit logic
+                if matches!(b.operator, And | Or) {
+                    let l = to_bool(&self.eval(&b.lhs_expr)?).map_err(EvalError::Msg)?;
+                    if b.operator == And && !l {
+                        return Ok(Value::Bool(false));
+                    }
+                    if b.operator == Or && l {
+                        return Ok(Value::Bool(true));
+                    }
+                    return Ok(Value::Bool(to_bool(&self.eval(&b.rhs_expr)?).map_err(EvalError::Msg)?));
+                }
+                let l = self.eval(&b.lhs_expr)?;
+                let r = self.eval(&b.rhs_expr)?;
+                match b.operator {
+                    Eq => Ok(Value::Bool(values_equal(&l, &r))),
+                    NotEq => Ok(Value::Bool(!values_equal(&l, &r))),
+                    Less => Ok(Value::Bool(to_f64(&l)? < to_f64(&r)?)),
+                    LessEq => Ok(Value::Bool(to_f64(&l)? <= to_f64(&r)?)),
+                    Greater => Ok(Value::Bool(to_f64(&l)? > to_f64(&r)?)),
+                    GreaterEq => Ok(Value::Bool(to_f64(&l)? >= to_f64(&r)?)),
+                    Plus | Minus | Mul | Div | Mod => {
+                        let (a, c) = (to_f64(&l)?, to_f64(&r)?);
+                        let ints = is_int(&l) && is_int(&r);
+                        let res = match b.operator {
+                            Plus => a + c,
+                            Minus => a - c,
+                            Mul => a * c,
+                            Div => {
+                                if c == 0.0 {
+                                    return Err(EvalError::msg("division by zero"));
+                                }
+                                a / c
+                            }
+                            _ => {
+                                if c == 0.0 {
+                                    return Err(EvalError::msg("modulo by zero"));
+                                }
+                                a % c
+                            }
+                        };
+                        Ok(num_value(res, ints && res.fract() == 0.0))
+                    }
+                    And | Or => unreachable_logic(),
+                }
+            }
+        }
+    }
+
+    fn eval_for(&self, f: &ForExpr) -> R<Value> {
+        let coll = self.eval(&f.collection_expr)?;
+        let items = iterate(&coll)?;
+        if let Some(key_expr) = &f.key_expr {
+            let mut out = Map::new();
+            let mut groups: IndexMap<String, Vec<Value>> = IndexMap::new();
+            for (k, v) in items {
+                let mut s = self.child();
+                if let Some(kv) = &f.key_var {
+                    s.bind(kv.as_str(), k);
+                }
+                s.bind(f.value_var.as_str(), v);
+                if let Some(c) = &f.cond_expr {
+                    if !to_bool(&s.eval(c)?).map_err(EvalError::Msg)? {
+                        continue;
+                    }
+                }
+                let key = match s.eval(key_expr)? {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => return Err(EvalError::msg(format!("for-expression key must be a string, got {}", type_name(&other)))),
+                };
+                let val = s.eval(&f.value_expr)?;
+                if f.grouping {
+                    groups.entry(key).or_default().push(val);
+                } else {
+                    if out.contains_key(&key) {
+                        return Err(EvalError::msg(format!(
+                            "duplicate object key \"{key}\" in for-expression (use `...` after the value to group)"
+                        )));
+                    }
+                    out.insert(key, val);
+                }
+            }
+            if f.grouping {
+                for (k, v) in groups {
+                    out.insert(k, Value::Array(v));
+                }
+            }
+            Ok(Value::Object(out))
+        } else {
+            let mut out = Vec::new();
+            for (k, v) in items {
+                let mut s = self.child();
+                if let Some(kv) = &f.key_var {
+                    s.bind(kv.as_str(), k);
+                }
+                s.bind(f.value_var.as_str(), v);
+                if let Some(c) = &f.cond_expr {
+                    if !to_bool(&s.eval(c)?).map_err(EvalError::Msg)? {
+                        continue;
+                    }
+                }
+                out.push(s.eval(&f.value_expr)?);
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
+fn unreachable_logic() -> R<Value> {
+    Err(EvalError::msg("internal: logical operator"))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+}
+
+fn parse_heredoc(h: &Heredoc) -> R<Template> {
+    let text = if h.strip == HeredocStripMode::Indent { dedent(&h.template) } else { h.template.clone() };
+    Template::from_str(&text).map_err(|e| EvalError::msg(format!("invalid heredoc template: {}", first_line(&e.to_string()))))
+}
+
+/// `<<-` heredocs: remove the smallest common leading whitespace of non-blank lines.
+pub fn dedent(s: &str) -> String {
+    let min = s
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start_matches([' ', '\t']).len())
+        .min()
+        .unwrap_or(0);
+    if min == 0 {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let cut = line.len().min(min).min(line.len() - line.trim_start_matches([' ', '\t']).len());
+        out.push_str(&line[cut..]);
+    }
+    out
+}
+
+fn elem_strip(e: &Element) -> Strip {
+    match e {
+        Element::Literal(_) => Strip::None,
+        Element::Interpolation(i) => i.strip,
+        Element::Directive(d) => {
+            let (start, end) = match d.as_ref() {
+                Directive::If(d) => (d.if_strip, d.endif_strip),
+                Directive::For(d) => (d.for_strip, d.endfor_strip),
+            };
+            Strip::from((start.strip_start(), end.strip_end()))
+        }
+    }
+}
+
+fn strip_literal(mut literal: &str, prev: Strip, next: Strip) -> &str {
+    fn is_space(c: char) -> bool {
+        c.is_whitespace() && c != '\r' && c != '\n'
+    }
+    if prev.strip_end() {
+        let s = literal.trim_start_matches(is_space);
+        literal = s.strip_prefix("\r\n").or_else(|| s.strip_prefix('\n')).unwrap_or(s);
+    }
+    if next.strip_start() {
+        let s = literal.trim_end_matches(is_space);
+        literal = s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(s);
+    }
+    literal
+}
+
+/// (key, value) pairs of a list (index keys) or a map (string keys).
+pub fn iterate(v: &Value) -> R<Vec<(Value, Value)>> {
+    match v {
+        Value::Array(a) => Ok(a.iter().enumerate().map(|(i, x)| (Value::Number(Number::from(i as u64)), x.clone())).collect()),
+        Value::Object(m) => Ok(m.iter().map(|(k, x)| (Value::String(k.clone()), x.clone())).collect()),
+        Value::Null => Err(EvalError::msg("cannot iterate over a null value")),
+        other => Err(EvalError::msg(format!("cannot iterate over a {}: a list, set or map is required", type_name(other)))),
+    }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "map/object",
+    }
+}
+
+/// A value inside `"…${x}…"`.
+pub fn template_string(v: &Value) -> R<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Err(EvalError::msg("invalid template interpolation value: the expression result is null")),
+        other => Err(EvalError::msg(format!(
+            "cannot include a {} in a string template: a string is required",
+            type_name(other)
+        ))),
+    }
+}
+
+fn get_attr(v: &Value, name: &str) -> R<Value> {
+    match v {
+        Value::Object(m) => match m.get(name) {
+            Some(x) => Ok(x.clone()),
+            None => {
+                let mut msg = format!("this object does not have an attribute named \"{name}\"");
+                if let Some(s) = suggest(name, m.keys().map(|k| k.as_str())) {
+                    msg.push_str(&format!(" (did you mean \"{s}\"?)"));
+                }
+                Err(EvalError::msg(msg))
+            }
+        },
+        Value::Null => Err(EvalError::msg(format!("attempt to get attribute \"{name}\" from a null value"))),
+        other => Err(EvalError::msg(format!("cannot get attribute \"{name}\" of a {}", type_name(other)))),
+    }
+}
+
+fn index(v: &Value, idx: &Value) -> R<Value> {
+    match v {
+        Value::Array(a) => {
+            let i = to_f64(idx)?;
+            if i < 0.0 || i.fract() != 0.0 || i as usize >= a.len() {
+                return Err(EvalError::msg(format!("invalid index {i}: the list has {} element(s)", a.len())));
+            }
+            Ok(a[i as usize].clone())
+        }
+        Value::Object(m) => {
+            let k = template_string(idx)?;
+            m.get(&k).cloned().ok_or_else(|| {
+                let mut msg = format!("the given key \"{k}\" does not identify an element in this map");
+                if let Some(s) = suggest(&k, m.keys().map(|k| k.as_str())) {
+                    msg.push_str(&format!(" (did you mean \"{s}\"?)"));
+                }
+                EvalError::msg(msg)
+            })
+        }
+        Value::Null => Err(EvalError::msg("cannot index a null value")),
+        other => Err(EvalError::msg(format!("cannot index a {}", type_name(other)))),
+    }
+}
+
+pub fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn is_int(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        Value::String(s) => s.trim().parse::<i64>().is_ok(),
+        _ => false,
+    }
+}
+
+/// Number conversion as cty does it: numbers, and strings holding a number.
+pub fn to_f64(v: &Value) -> R<f64> {
+    match v {
+        Value::Number(n) => n.as_f64().ok_or_else(|| EvalError::msg("invalid number")),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| EvalError::msg(format!("a number is required, got the string \"{s}\""))),
+        other => Err(EvalError::msg(format!("a number is required, got {}", type_name(other)))),
+    }
+}
+
+fn num_value(f: f64, int: bool) -> Value {
+    if int && f.abs() < 9.0e15 {
+        Value::Number(Number::from(f as i64))
+    } else {
+        Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    }
+}
+
+/// Bool conversion as cty does it: bools and the strings "true"/"false".
+pub fn to_bool(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s == "true" => Ok(true),
+        Value::String(s) if s == "false" => Ok(false),
+        Value::Null => Err("a bool is required, got null".into()),
+        other => Err(format!("a bool is required, got {}", type_name(other))),
+    }
+}

@@ -1,0 +1,1 @@
+//! Version constraints (owned by the functions helper).
