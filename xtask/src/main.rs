@@ -1,6 +1,8 @@
 //! `cargo xtask <task>`: project automation that is not part of the product.
 //! Each task lives in its own module.
 
+mod bootcmd_corpus;
+mod regen_schema;
 mod test;
 mod test_guest;
 
@@ -19,11 +21,17 @@ enum Task {
     Test(test::Args),
     /// Build (or reuse from cache) the Ubuntu-like autoinstall test-guest ISO
     TestGuest(test_guest::Args),
+    /// Regenerate the sandbox's PVE API schema file from the official apidoc.json
+    RegenSchema(regen_schema::Args),
+    /// Extract the corpus boot_commands into kiln-bootcmd's test data
+    BootcmdCorpus(bootcmd_corpus::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Test(a) => test::run(a),
         Task::TestGuest(a) => test_guest::run(a),
+        Task::RegenSchema(a) => regen_schema::run(a),
+        Task::BootcmdCorpus(a) => bootcmd_corpus::run(a),
     }
 }

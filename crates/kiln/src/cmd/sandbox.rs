@@ -1,11 +1,286 @@
-//! `kiln sandbox`
+//! `kiln sandbox serve`: a Proxmox-VE-API-compatible server on real QEMU guests (crate kiln-sandbox).
 
 use crate::exit::{CmdResult, Code};
+use kiln_sandbox::{Faults, Sandbox, SandboxConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: SandboxCommand,
+}
 
-pub async fn run(_args: Args) -> CmdResult {
-    eprintln!("kiln sandbox: not implemented yet");
+#[derive(clap::Subcommand, Debug)]
+enum SandboxCommand {
+    /// Serve the PVE API on HTTPS; prints one JSON line (url, fingerprint, node, credentials) when ready
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// State directory: storages, VM configs, task logs, events.jsonl, pve-ssl.pem
+    #[arg(long)]
+    state: PathBuf,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8006")]
+    listen: SocketAddr,
+    /// Node name
+    #[arg(long, default_value = "pve")]
+    node: String,
+    /// Login user (user@realm) for ticket auth
+    #[arg(long, default_value = "root@pam")]
+    user: String,
+    /// Password of --user (default: env KILN_SANDBOX_PASSWORD, else a random one written to STATE/credentials.json)
+    #[arg(long, env = "KILN_SANDBOX_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// API token `user@realm!id=SECRET` (repeatable)
+    #[arg(long = "token", env = "KILN_SANDBOX_TOKEN", hide_env_values = true)]
+    tokens: Vec<String>,
+    /// Fault-injection rules (JSON file, see kiln-sandbox's faults module)
+    #[arg(long)]
+    faults: Option<PathBuf>,
+    /// Fail the Nth call of a route: METHOD:PATH:N:STATUS[:MESSAGE] (PATH as in the PVE schema)
+    #[arg(long = "fail")]
+    fail: Vec<String>,
+    /// Delay every call of a route: METHOD:PATH:MILLISECONDS
+    #[arg(long = "delay")]
+    delay: Vec<String>,
+    /// Drop the connection on the Nth call of a route: METHOD:PATH:N
+    #[arg(long = "drop")]
+    drop: Vec<String>,
+    /// Fail the Nth task of a type: TYPE:N:MESSAGE (e.g. qmstart:1:boom)
+    #[arg(long = "fail-task")]
+    fail_task: Vec<String>,
+    /// Answer every guest-agent call with "QEMU guest agent is not running"
+    #[arg(long)]
+    no_agent: bool,
+    /// Bridge + DHCP network: auto (on unless in the host's root network namespace), on, off
+    #[arg(long, default_value = "auto")]
+    network: String,
+    /// Run inside this network namespace (created if missing, via `ip netns exec`)
+    #[arg(long)]
+    netns: Option<String>,
+    /// Accelerator: auto, kvm, tcg
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Seconds a 401 answer is delayed (PVE: 3)
+    #[arg(long, default_value_t = 3)]
+    auth_delay: u64,
+}
+
+fn usage(msg: impl std::fmt::Display) -> CmdResult {
+    eprintln!("error: {msg}");
     Ok(Code::Usage)
+}
+
+pub async fn run(args: Args) -> CmdResult {
+    match args.command {
+        SandboxCommand::Serve(a) => serve(a).await,
+    }
+}
+
+/// Re-run this command inside `ip netns exec NAME` (creating the namespace if needed).
+async fn reexec_in_netns(ns: &str) -> CmdResult {
+    let exists = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns))
+        })
+        .unwrap_or(false);
+    if !exists {
+        let st = std::process::Command::new("ip")
+            .args(["netns", "add", ns])
+            .status();
+        if !st.map(|s| s.success()).unwrap_or(false) {
+            eprintln!("error: cannot create network namespace '{ns}' (needs root and iproute2)");
+            return Ok(Code::Failed);
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["-n", ns, "link", "set", "lo", "up"])
+            .status();
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find own executable: {e}");
+            return Ok(Code::Failed);
+        }
+    };
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    // drop --netns NAME / --netns=NAME
+    let mut i = 0;
+    while i < argv.len() {
+        if argv[i] == "--netns" {
+            argv.drain(i..(i + 2).min(argv.len()));
+        } else if argv[i].starts_with("--netns=") {
+            argv.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    let status = tokio::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(argv)
+        .status()
+        .await;
+    if !exists {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", ns])
+            .status();
+    }
+    match status {
+        Ok(s) if s.success() => Ok(Code::Ok),
+        Ok(_) => Ok(Code::Failed),
+        Err(e) => {
+            eprintln!("error: ip netns exec failed: {e}");
+            Ok(Code::Failed)
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> CmdResult {
+    if let Some(ns) = &a.netns {
+        return reexec_in_netns(ns).await;
+    }
+    let mut faults = match &a.faults {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => match Faults::from_json(&t) {
+                Ok(f) => f,
+                Err(e) => return usage(e),
+            },
+            Err(e) => return usage(format!("--faults {}: {e}", p.display())),
+        },
+        None => Faults::default(),
+    };
+    for (list, parse) in [
+        (&a.fail, Faults::parse_fail as fn(&str) -> Result<_, String>),
+        (&a.delay, Faults::parse_delay),
+        (&a.drop, Faults::parse_drop),
+        (&a.fail_task, Faults::parse_fail_task),
+    ] {
+        for s in list {
+            match parse(s) {
+                Ok(r) => faults.rules.push(r),
+                Err(e) => return usage(e),
+            }
+        }
+    }
+    if a.no_agent {
+        faults.agent_disabled = true;
+    }
+    let mut tokens = Vec::new();
+    for t in &a.tokens {
+        match t.rsplit_once('=') {
+            Some((id, secret)) if id.contains('!') && id.contains('@') => {
+                tokens.push((id.to_string(), secret.to_string()))
+            }
+            _ => {
+                return usage(format!(
+                    "--token must look like user@realm!id=SECRET (got '{}')",
+                    t.split('=').next().unwrap_or("")
+                ))
+            }
+        }
+    }
+    if !a.user.contains('@') {
+        return usage("--user must be user@realm, e.g. root@pam");
+    }
+    let (password, cred_source) = match &a.password {
+        Some(p) => (p.clone(), "argument or KILN_SANDBOX_PASSWORD".to_string()),
+        None => {
+            let p = format!("{:032x}", rand_u128());
+            let file = a.state.join("credentials.json");
+            let _ = std::fs::create_dir_all(&a.state);
+            let body = serde_json::json!({"username": a.user, "password": p});
+            if let Err(e) = write_private(&file, &body.to_string()) {
+                eprintln!("error: cannot write {}: {e}", file.display());
+                return Ok(Code::Failed);
+            }
+            (p, format!("file {}", file.display()))
+        }
+    };
+    let network = match a.network.as_str() {
+        "on" => true,
+        "off" => false,
+        "auto" => !kiln_sandbox::qemu::net::in_root_namespace().unwrap_or(true),
+        other => return usage(format!("--network must be auto, on or off (got '{other}')")),
+    };
+    let accel = match a.accel.as_str() {
+        "auto" => kiln_sandbox::qemu::Accel::Auto,
+        "kvm" => kiln_sandbox::qemu::Accel::Kvm,
+        "tcg" => kiln_sandbox::qemu::Accel::Tcg,
+        other => return usage(format!("--accel must be auto, kvm or tcg (got '{other}')")),
+    };
+    let mut cfg = SandboxConfig::new(&a.state);
+    cfg.listen = a.listen;
+    cfg.node = a.node.clone();
+    cfg.users = vec![(a.user.clone(), password)];
+    cfg.tokens = tokens.clone();
+    cfg.faults = faults;
+    cfg.network = network;
+    cfg.accel = accel;
+    cfg.auth_failure_delay = Duration::from_secs(a.auth_delay);
+    let sb = match Sandbox::start(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Failed);
+        }
+    };
+    let line = serde_json::json!({
+        "url": sb.url,
+        "fingerprint": sb.fingerprint,
+        "node": sb.node,
+        "username": a.user,
+        "credentials": cred_source,
+        "tokens": tokens.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        "state": a.state,
+        "network": network,
+    });
+    println!("{line}");
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handler: {e}");
+            sb.shutdown().await;
+            return Ok(Code::Failed);
+        }
+    };
+    let interrupted = tokio::select! {
+        _ = tokio::signal::ctrl_c() => true,
+        _ = term.recv() => false,
+    };
+    sb.shutdown().await;
+    Ok(if interrupted {
+        Code::Interrupted
+    } else {
+        Code::Ok
+    })
+}
+
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u128::from_le_bytes(b)
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
