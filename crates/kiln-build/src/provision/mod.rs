@@ -51,14 +51,19 @@ pub struct ProvisionContext<'a> {
 }
 
 impl ProvisionContext<'_> {
-    /// Resolve a path from the template against `path.root` (absolute paths stay as they are).
+    /// Resolve a local path from the template: absolute paths stay as they are; relative ones are
+    /// taken against `path.root`, or against the working directory when only that one exists
+    /// (Packer resolves against the working directory, and people run it from the template dir).
     pub fn resolve(&self, p: &str) -> PathBuf {
         let path = Path::new(p);
         if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.template_dir.join(path)
+            return path.to_path_buf();
         }
+        let in_root = self.template_dir.join(path);
+        if !in_root.exists() && path.exists() {
+            return path.to_path_buf();
+        }
+        in_root
     }
 
     /// `ip:port` of kiln's HTTP server, when known.
@@ -76,7 +81,10 @@ impl ProvisionContext<'_> {
     pub fn packer_env(&self) -> Vec<(String, String)> {
         let mut v = vec![
             ("PACKER_BUILD_NAME".to_string(), self.build_name.to_string()),
-            ("PACKER_BUILDER_TYPE".to_string(), self.builder_type.to_string()),
+            (
+                "PACKER_BUILDER_TYPE".to_string(),
+                self.builder_type.to_string(),
+            ),
         ];
         if let Some(a) = self.http_addr() {
             v.push(("PACKER_HTTP_ADDR".to_string(), a));
@@ -150,12 +158,18 @@ impl ProvisionError {
         }
     }
     fn is_cancel(&self) -> bool {
-        matches!(self, ProvisionError::Cancelled | ProvisionError::Comm(CommError::Cancelled))
+        matches!(
+            self,
+            ProvisionError::Cancelled | ProvisionError::Comm(CommError::Cancelled)
+        )
     }
 }
 
 /// Sleep, unless cancelled.
-pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> Result<(), ProvisionError> {
+pub(crate) async fn sleep_or_cancel(
+    d: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), ProvisionError> {
     tokio::select! {
         _ = cancel.cancelled() => Err(ProvisionError::Cancelled),
         _ = tokio::time::sleep(d) => Ok(()),
@@ -166,8 +180,10 @@ pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> 
 /// `max_retries` (with a doubling back-off from 2 s, at most 30 s).
 pub async fn run(p: &Provisioner, ctx: &ProvisionContext<'_>) -> Result<(), ProvisionError> {
     if !p.pause_before.is_zero() {
-        ctx.ui
-            .say(&format!("Pausing {} before the next provisioner...", fmt_dur(p.pause_before)));
+        ctx.ui.say(&format!(
+            "Pausing {} before the next provisioner...",
+            fmt_dur(p.pause_before)
+        ));
         sleep_or_cancel(p.pause_before, ctx.cancel).await?;
     }
     let tries = p.max_retries.saturating_add(1);
@@ -175,15 +191,19 @@ pub async fn run(p: &Provisioner, ctx: &ProvisionContext<'_>) -> Result<(), Prov
     let mut attempt = 1;
     loop {
         let r = match p.timeout {
-            Some(t) if !t.is_zero() => match tokio::time::timeout(t, run_kind(&p.kind, ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProvisionError::Timeout(t)),
-            },
+            Some(t) if !t.is_zero() => {
+                match tokio::time::timeout(t, run_kind(&p.kind, ctx)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ProvisionError::Timeout(t)),
+                }
+            }
             _ => run_kind(&p.kind, ctx).await,
         };
         match r {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_cancel() || ctx.cancel.is_cancelled() => return Err(ProvisionError::Cancelled),
+            Err(e) if e.is_cancel() || ctx.cancel.is_cancelled() => {
+                return Err(ProvisionError::Cancelled)
+            }
             Err(e) if attempt < tries => {
                 ctx.ui.error(&format!(
                     "{} provisioner failed (attempt {attempt}/{tries}): {e}; retrying in {}",
@@ -199,7 +219,10 @@ pub async fn run(p: &Provisioner, ctx: &ProvisionContext<'_>) -> Result<(), Prov
     }
 }
 
-async fn run_kind(kind: &ProvisionerKind, ctx: &ProvisionContext<'_>) -> Result<(), ProvisionError> {
+async fn run_kind(
+    kind: &ProvisionerKind,
+    ctx: &ProvisionContext<'_>,
+) -> Result<(), ProvisionError> {
     match kind {
         ProvisionerKind::Shell(s) => shell::run(s, ctx).await,
         ProvisionerKind::File(f) => file::run(f, ctx).await,

@@ -103,10 +103,18 @@ mod tests {
     #[test]
     fn spaces_trim_and_functions() {
         assert_eq!(
-            render("echo '{{ .Vars }}' | sudo -S -E sh -eux '{{ .Path }}'", &lk, &[]).expect("r"),
+            render(
+                "echo '{{ .Vars }}' | sudo -S -E sh -eux '{{ .Path }}'",
+                &lk,
+                &[]
+            )
+            .expect("r"),
             "echo 'A='1' ' | sudo -S -E sh -eux '/tmp/script_1.sh'"
         );
-        assert_eq!(render("a {{- .Path -}} b", &lk, &[]).expect("r"), "a/tmp/script_1.shb");
+        assert_eq!(
+            render("a {{- .Path -}} b", &lk, &[]).expect("r"),
+            "a/tmp/script_1.shb"
+        );
         assert_eq!(render("{{ build_name }}", &lk, &[]).expect("r"), "ubuntu");
         assert_eq!(render("no templates", &lk, &[]).expect("r"), "no templates");
     }
@@ -116,7 +124,10 @@ mod tests {
         let e = render("{{ .Nope }}", &lk, &["Path", "Vars"]).expect_err("unknown");
         assert!(e.to_string().contains("`Nope`"), "{e}");
         assert!(e.to_string().contains("Path, Vars"), "{e}");
-        assert!(matches!(render("{{ .Path ", &lk, &[]), Err(TemplateError::Unclosed { .. })));
+        assert!(matches!(
+            render("{{ .Path ", &lk, &[]),
+            Err(TemplateError::Unclosed { .. })
+        ));
         assert!(matches!(
             render("{{ user `x` }}", &lk, &[]),
             Err(TemplateError::Unsupported { .. })
