@@ -1,0 +1,345 @@
+//! Date and time functions: timestamp, formatdate, timeadd, timecmp.
+
+use hcl::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+use super::{arg_str, arity, failed, int, Func, FuncContext, Res};
+
+pub(super) const FUNCS: &[(&str, Func)] = &[
+    ("timestamp", timestamp),
+    ("formatdate", formatdate),
+    ("timeadd", timeadd),
+    ("timecmp", timecmp),
+];
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// `timestamp()`: `ctx.now` in RFC 3339, UTC, whole seconds (`2026-11-26T03:04:05Z`).
+fn timestamp(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    arity(name, &args, 0, Some(0))?;
+    Ok(Value::String(rfc3339(ctx.now.to_offset(UtcOffset::UTC))))
+}
+
+fn parse_ts(name: &str, s: &str) -> Result<OffsetDateTime, super::FuncError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+        failed(
+            name,
+            format!(
+                "not a valid RFC 3339 timestamp: \"{s}\" (expected e.g. \"2026-01-02T15:04:05Z\")"
+            ),
+        )
+    })
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+fn offset_str(off: UtcOffset, colon: bool) -> String {
+    let secs = off.whole_seconds();
+    let sign = if secs < 0 { '-' } else { '+' };
+    let a = secs.abs();
+    if colon {
+        format!("{sign}{:02}:{:02}", a / 3600, (a % 3600) / 60)
+    } else {
+        format!("{sign}{:02}{:02}", a / 3600, (a % 3600) / 60)
+    }
+}
+
+/// `formatdate(spec, timestamp)` with Terraform's spec: YYYY YY MMMM MMM MM M DD D EEEE EEE hh h HH H AA aa
+/// mm m ss s ZZZZZ ZZZZ ZZZ Z, literals in single quotes (`''` is a quote).
+fn formatdate(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 2, Some(2))?;
+    let spec = arg_str(name, 0, &args[0])?;
+    let t = parse_ts(name, &arg_str(name, 1, &args[1])?)?;
+    let chars: Vec<char> = spec.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            let mut j = i + 1;
+            loop {
+                match chars.get(j) {
+                    None => return Err(failed(name, "unterminated literal '' in format spec")),
+                    Some('\'') if chars.get(j + 1) == Some(&'\'') => {
+                        out.push('\'');
+                        j += 2;
+                    }
+                    Some('\'') => break,
+                    Some(ch) => {
+                        out.push(*ch);
+                        j += 1;
+                    }
+                }
+            }
+            i = j + 1;
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < chars.len() && chars[j] == c {
+            j += 1;
+        }
+        let tok: String = chars[i..j].iter().collect();
+        i = j;
+        let hour12 = match t.hour() % 12 {
+            0 => 12,
+            h => h,
+        };
+        let s = match tok.as_str() {
+            "YYYY" => format!("{:04}", t.year()),
+            "YY" => format!("{:02}", t.year().rem_euclid(100)),
+            "MMMM" => MONTHS[usize::from(u8::from(t.month())) - 1].to_string(),
+            "MMM" => MONTHS[usize::from(u8::from(t.month())) - 1][..3].to_string(),
+            "MM" => format!("{:02}", u8::from(t.month())),
+            "M" => u8::from(t.month()).to_string(),
+            "DD" => format!("{:02}", t.day()),
+            "D" => t.day().to_string(),
+            "EEEE" => DAYS[usize::from(t.weekday().number_days_from_monday())].to_string(),
+            "EEE" => DAYS[usize::from(t.weekday().number_days_from_monday())][..3].to_string(),
+            "hh" => format!("{:02}", t.hour()),
+            "h" => t.hour().to_string(),
+            "HH" => format!("{hour12:02}"),
+            "H" => hour12.to_string(),
+            "AA" => (if t.hour() < 12 { "AM" } else { "PM" }).to_string(),
+            "aa" => (if t.hour() < 12 { "am" } else { "pm" }).to_string(),
+            "mm" => format!("{:02}", t.minute()),
+            "m" => t.minute().to_string(),
+            "ss" => format!("{:02}", t.second()),
+            "s" => t.second().to_string(),
+            "ZZZZZ" => offset_str(t.offset(), true),
+            "ZZZZ" => offset_str(t.offset(), false),
+            "ZZZ" => {
+                if t.offset().is_utc() {
+                    "UTC".to_string()
+                } else {
+                    offset_str(t.offset(), false)
+                }
+            }
+            "Z" => {
+                if t.offset().is_utc() {
+                    "Z".to_string()
+                } else {
+                    offset_str(t.offset(), true)
+                }
+            }
+            other => {
+                return Err(failed(
+                    name,
+                    format!("invalid date format verb \"{other}\"; put literal letters in single quotes, e.g. '{other}'"),
+                ))
+            }
+        };
+        out.push_str(&s);
+    }
+    Ok(Value::String(out))
+}
+
+/// Parse a Go duration (`"1h30m"`, `"-10m"`, `"1.5h"`, `"300ms"`).
+fn parse_duration(name: &str, s: &str) -> Result<time::Duration, super::FuncError> {
+    let bad = || {
+        failed(
+            name,
+            format!("invalid duration \"{s}\" (use units ns, us, ms, s, m, h, e.g. \"1h30m\")"),
+        )
+    };
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Ok(time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    let d = time::Duration::seconds_f64(total);
+    Ok(if neg { -d } else { d })
+}
+
+/// `timeadd(timestamp, duration)`.
+fn timeadd(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 2, Some(2))?;
+    let t = parse_ts(name, &arg_str(name, 0, &args[0])?)?;
+    let d = parse_duration(name, &arg_str(name, 1, &args[1])?)?;
+    let r = t
+        .checked_add(d)
+        .ok_or_else(|| failed(name, "resulting time is out of range"))?;
+    Ok(Value::String(rfc3339(r)))
+}
+
+/// `timecmp(a, b)`: -1, 0 or 1.
+fn timecmp(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 2, Some(2))?;
+    let a = parse_ts(name, &arg_str(name, 0, &args[0])?)?;
+    let b = parse_ts(name, &arg_str(name, 1, &args[1])?)?;
+    Ok(int(match a.cmp(&b) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::call;
+    use super::super::testutil::*;
+
+    #[test]
+    fn timestamp_is_ctx_now_utc() {
+        ok("timestamp", &[], "\"2026-11-26T03:04:05Z\"");
+        let mut cx = ctx();
+        cx.now = time::macros::datetime!(2026-01-02 10:00:00.5 +02:00);
+        assert_eq!(
+            call("timestamp", vec![], &cx).ok(),
+            Some(s("2026-01-02T08:00:00Z"))
+        );
+        err("timestamp", &["1"]);
+    }
+
+    #[test]
+    fn formatdate_cases() {
+        let ts = "\"2018-01-02T23:12:01Z\"";
+        ok(
+            "formatdate",
+            &["\"DD MMM YYYY hh:mm ZZZ\"", ts],
+            "\"02 Jan 2018 23:12 UTC\"",
+        );
+        ok(
+            "formatdate",
+            &["\"EEEE, DD-MMM-YY hh:mm:ss ZZZ\"", ts],
+            "\"Tuesday, 02-Jan-18 23:12:01 UTC\"",
+        );
+        ok(
+            "formatdate",
+            &["\"EEE, DD MMM YYYY hh:mm:ss ZZZ\"", ts],
+            "\"Tue, 02 Jan 2018 23:12:01 UTC\"",
+        );
+        ok("formatdate", &["\"MMM DD, YYYY\"", ts], "\"Jan 02, 2018\"");
+        ok("formatdate", &["\"HH:mmaa\"", ts], "\"11:12pm\"");
+        ok("formatdate", &["\"H AA M/D\"", ts], "\"11 PM 1/2\"");
+        ok(
+            "formatdate",
+            &["\"YYYYMMDDhhmmss\"", ts],
+            "\"20180102231201\"",
+        );
+        ok(
+            "formatdate",
+            &["\"YYYY-MM-DD'T'hh:mm:ssZ\"", ts],
+            "\"2018-01-02T23:12:01Z\"",
+        );
+        ok("formatdate", &["\"h 'o''clock'\"", ts], "\"23 o'clock\"");
+        ok("formatdate", &["\"MMMM\"", ts], "\"January\"");
+        let off = "\"2018-01-02T23:12:01+05:30\"";
+        ok(
+            "formatdate",
+            &["\"ZZZZZ|ZZZZ|ZZZ|Z\"", off],
+            "\"+05:30|+0530|+0530|+05:30\"",
+        );
+        err("formatdate", &["\"YYYY-xx\"", ts]);
+        err("formatdate", &["\"'abc\"", ts]);
+        err("formatdate", &["\"YYYY\"", "\"2018-01-02\""]);
+        err("formatdate", &["\"YYYY\""]);
+    }
+
+    #[test]
+    fn timeadd_cases() {
+        ok(
+            "timeadd",
+            &["\"2017-11-22T00:00:00Z\"", "\"10m\""],
+            "\"2017-11-22T00:10:00Z\"",
+        );
+        ok(
+            "timeadd",
+            &["\"2017-11-22T00:00:00Z\"", "\"-1h30m\""],
+            "\"2017-11-21T22:30:00Z\"",
+        );
+        ok(
+            "timeadd",
+            &["\"2017-11-22T00:00:00Z\"", "\"1.5h\""],
+            "\"2017-11-22T01:30:00Z\"",
+        );
+        err("timeadd", &["\"2017-11-22T00:00:00Z\"", "\"10x\""]);
+        err("timeadd", &["\"2017-11-22T00:00:00Z\"", "\"\""]);
+        err("timeadd", &["\"yesterday\"", "\"1h\""]);
+    }
+
+    #[test]
+    fn timecmp_cases() {
+        ok(
+            "timecmp",
+            &["\"2017-11-22T00:00:00Z\"", "\"2017-11-22T01:00:00+01:00\""],
+            "0",
+        );
+        ok(
+            "timecmp",
+            &["\"2017-11-22T00:00:00Z\"", "\"2017-11-22T00:00:01Z\""],
+            "-1",
+        );
+        ok(
+            "timecmp",
+            &["\"2017-11-22T00:00:02Z\"", "\"2017-11-22T00:00:01Z\""],
+            "1",
+        );
+        err("timecmp", &["\"x\"", "\"2017-11-22T00:00:01Z\""]);
+    }
+}

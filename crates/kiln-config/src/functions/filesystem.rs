@@ -1,0 +1,300 @@
+//! File and path functions: file, fileexists, filebase64, filesha256, filesha512, filemd5, filesha1, abspath,
+//! basename, dirname, pathexpand. Relative paths resolve against [`FuncContext::cwd`] (Packer: the process cwd).
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use hcl::Value;
+
+use super::{arg_str, arity, failed, Func, FuncContext, Res};
+
+pub(super) const FUNCS: &[(&str, Func)] = &[
+    ("file", file),
+    ("fileexists", fileexists),
+    ("filebase64", filebase64),
+    ("filemd5", filemd5),
+    ("filesha1", filesha1),
+    ("filesha256", filesha256),
+    ("filesha512", filesha512),
+    ("abspath", abspath),
+    ("basename", basename),
+    ("dirname", dirname),
+    ("pathexpand", pathexpand),
+];
+
+/// `~` / `~/x` → the home directory.
+fn expand_home(p: &str) -> String {
+    if p == "~" || p.starts_with("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return format!("{}{}", home.to_string_lossy(), &p[1..]);
+        }
+    }
+    p.to_string()
+}
+
+fn resolve(ctx: &FuncContext, p: &str) -> PathBuf {
+    let p = expand_home(p);
+    let path = Path::new(&p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        ctx.cwd.join(path)
+    }
+}
+
+fn read_bytes(name: &str, args: &[Value], ctx: &FuncContext) -> Result<Vec<u8>, super::FuncError> {
+    arity(name, args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    let full = resolve(ctx, &p);
+    std::fs::read(&full).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => failed(
+            name,
+            format!("no file exists at \"{}\" (relative paths resolve against the current directory {})", p, ctx.cwd.display()),
+        ),
+        _ => failed(name, format!("cannot read \"{}\": {e}", full.display())),
+    })
+}
+
+/// `file(path)`: the file's contents as a UTF-8 string.
+fn file(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    let bytes = read_bytes(name, &args, ctx)?;
+    String::from_utf8(bytes).map(Value::String).map_err(|_| {
+        failed(
+            name,
+            "the file contains invalid UTF-8; use filebase64 to read binary files",
+        )
+    })
+}
+
+fn fileexists(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    let full = resolve(ctx, &p);
+    match std::fs::metadata(&full) {
+        Ok(m) if m.is_file() => Ok(Value::Bool(true)),
+        Ok(_) => Err(failed(
+            name,
+            format!("\"{p}\" exists but is not a regular file"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Bool(false)),
+        Err(e) => Err(failed(
+            name,
+            format!("cannot stat \"{}\": {e}", full.display()),
+        )),
+    }
+}
+
+fn filebase64(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    let bytes = read_bytes(name, &args, ctx)?;
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    ))
+}
+
+fn filemd5(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    Ok(Value::String(super::crypto::digest_hex::<md5::Md5>(
+        &read_bytes(name, &args, ctx)?,
+    )))
+}
+
+fn filesha1(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    Ok(Value::String(super::crypto::digest_hex::<sha1::Sha1>(
+        &read_bytes(name, &args, ctx)?,
+    )))
+}
+
+fn filesha256(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    Ok(Value::String(super::crypto::digest_hex::<sha2::Sha256>(
+        &read_bytes(name, &args, ctx)?,
+    )))
+}
+
+fn filesha512(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    Ok(Value::String(super::crypto::digest_hex::<sha2::Sha512>(
+        &read_bytes(name, &args, ctx)?,
+    )))
+}
+
+/// Go's `filepath.Clean` (lexical).
+pub(crate) fn clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".to_string();
+    }
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// `abspath(path)`: absolute and cleaned, relative to the cwd; symlinks are not resolved.
+fn abspath(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    let joined = if p.starts_with('/') {
+        p
+    } else {
+        format!("{}/{}", ctx.cwd.to_string_lossy(), p)
+    };
+    Ok(Value::String(clean(&joined)))
+}
+
+/// Go's `filepath.Base`.
+fn basename(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    if p.is_empty() {
+        return Ok(Value::String(".".to_string()));
+    }
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        return Ok(Value::String("/".to_string()));
+    }
+    Ok(Value::String(t.rsplit('/').next().unwrap_or(t).to_string()))
+}
+
+/// Go's `filepath.Dir`.
+fn dirname(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    let dir = match p.rfind('/') {
+        Some(i) => &p[..=i],
+        None => "",
+    };
+    Ok(Value::String(clean(dir)))
+}
+
+fn pathexpand(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    Ok(Value::String(expand_home(&arg_str(name, 0, &args[0])?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{call, FuncContext};
+    use hcl::Value;
+
+    fn dir_ctx() -> (tempfile::TempDir, FuncContext) {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("meta-data"), "instance-id: x\n").expect("write");
+        std::fs::write(d.path().join("bin"), [0xffu8, 0xfe, 0x00]).expect("write");
+        std::fs::create_dir(d.path().join("sub")).expect("mkdir");
+        let mut cx = ctx();
+        cx.cwd = d.path().to_path_buf();
+        (d, cx)
+    }
+
+    #[test]
+    fn file_reads_relative_to_cwd() {
+        let (_d, cx) = dir_ctx();
+        assert_eq!(
+            call("file", vec![s("meta-data")], &cx).ok(),
+            Some(s("instance-id: x\n"))
+        );
+        let e = call("file", vec![s("missing")], &cx).expect_err("missing");
+        assert!(e.to_string().contains("no file exists"), "{e}");
+        let e = call("file", vec![s("bin")], &cx).expect_err("binary");
+        assert!(e.to_string().contains("filebase64"), "{e}");
+        assert!(call("file", vec![], &cx).is_err());
+        assert_eq!(
+            call("filebase64", vec![s("bin")], &cx).ok(),
+            Some(s("//4A"))
+        );
+        assert_eq!(
+            call("filesha256", vec![s("meta-data")], &cx).ok(),
+            call("sha256", vec![s("instance-id: x\n")], &cx).ok()
+        );
+        assert_eq!(
+            call("filemd5", vec![s("meta-data")], &cx).ok(),
+            call("md5", vec![s("instance-id: x\n")], &cx).ok()
+        );
+        assert_eq!(
+            call("filesha1", vec![s("meta-data")], &cx).ok(),
+            call("sha1", vec![s("instance-id: x\n")], &cx).ok()
+        );
+        assert_eq!(
+            call("filesha512", vec![s("meta-data")], &cx).ok(),
+            call("sha512", vec![s("instance-id: x\n")], &cx).ok()
+        );
+    }
+
+    #[test]
+    fn fileexists_cases() {
+        let (_d, cx) = dir_ctx();
+        assert_eq!(
+            call("fileexists", vec![s("meta-data")], &cx).ok(),
+            Some(Value::Bool(true))
+        );
+        assert_eq!(
+            call("fileexists", vec![s("nope")], &cx).ok(),
+            Some(Value::Bool(false))
+        );
+        assert!(call("fileexists", vec![s("sub")], &cx).is_err());
+        assert!(call("fileexists", vec![v("[]")], &cx).is_err());
+    }
+
+    #[test]
+    fn abspath_cases() {
+        let mut cx = ctx();
+        cx.cwd = "/work/proj".into();
+        assert_eq!(
+            call("abspath", vec![s(".")], &cx).ok(),
+            Some(s("/work/proj"))
+        );
+        assert_eq!(
+            call("abspath", vec![s("../x/./y/")], &cx).ok(),
+            Some(s("/work/x/y"))
+        );
+        assert_eq!(
+            call("abspath", vec![s("/a/../../b")], &cx).ok(),
+            Some(s("/b"))
+        );
+        assert!(call("abspath", vec![v("{}")], &cx).is_err());
+    }
+
+    #[test]
+    fn basename_dirname() {
+        ok("basename", &["\"/foo/bar/baz.txt\""], "\"baz.txt\"");
+        ok("basename", &["\"/foo/bar/\""], "\"bar\"");
+        ok("basename", &["\"/\""], "\"/\"");
+        ok("basename", &["\"\""], "\".\"");
+        ok("dirname", &["\"/foo/bar/baz.txt\""], "\"/foo/bar\"");
+        ok("dirname", &["\"foo\""], "\".\"");
+        ok("dirname", &["\"/foo\""], "\"/\"");
+        ok("dirname", &["\"a/b/\""], "\"a/b\"");
+        err("basename", &["[]"]);
+        err("dirname", &[]);
+    }
+
+    #[test]
+    fn pathexpand_cases() {
+        let home = std::env::var("HOME").unwrap_or_default();
+        if !home.is_empty() {
+            ok(
+                "pathexpand",
+                &["\"~/.ssh/id\""],
+                &format!("\"{home}/.ssh/id\""),
+            );
+        }
+        ok("pathexpand", &["\"/etc/x\""], "\"/etc/x\"");
+        ok("pathexpand", &["\"a~/b\""], "\"a~/b\"");
+        err("pathexpand", &["[]"]);
+    }
+}
