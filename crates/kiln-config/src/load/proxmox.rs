@@ -1,0 +1,708 @@
+//! `source "proxmox-iso"`: decode an evaluated body into [`ProxmoxIsoConfig`] with the plugin's
+//! defaults and validation messages.
+
+use super::ebody::{Dec, EBlock, EBody};
+use crate::diag::{Diag, SourceFile};
+use crate::model::*;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEPRECATED_ISO_KEYS: &[&str] = &[
+    "iso_file",
+    "iso_url",
+    "iso_urls",
+    "iso_checksum",
+    "iso_storage_pool",
+    "iso_download_pve",
+    "unmount_iso",
+    "iso_target_path",
+    "iso_target_extension",
+];
+
+pub struct Ctx<'a> {
+    pub env: &'a [(String, String)],
+    pub warnings: &'a mut Vec<Diag>,
+}
+
+fn env_set(env: &[(String, String)], k: &str) -> bool {
+    env.iter().any(|(n, v)| n == k && !v.is_empty())
+}
+
+fn dns_name_ok(s: &str) -> bool {
+    // Templates may hold Go-template fields rendered later ({{ timestamp }}); skip those.
+    if s.contains("{{") {
+        return true;
+    }
+    s.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    })
+}
+
+pub fn decode(
+    body: &EBody,
+    file: &Arc<SourceFile>,
+    span: Range<usize>,
+    what: &str,
+    errs: &mut Vec<Diag>,
+    cx: &mut Ctx,
+) -> ProxmoxIsoConfig {
+    let mut c = ProxmoxIsoConfig::default();
+    let mut d = Dec::new(body, errs, what.to_string(), file, span);
+
+    // connection
+    c.proxmox_url = d.str("proxmox_url");
+    if let Some(u) = &c.proxmox_url {
+        let t = u.trim_end_matches('/').to_string();
+        if !(t.starts_with("http://") || t.starts_with("https://")) || t.len() < 10 {
+            d.err_at("proxmox_url", format!("could not parse proxmox_url: \"{u}\" is not an http(s) URL"));
+        }
+        c.proxmox_url = Some(t);
+    } else if !d.failed("proxmox_url") && !env_set(cx.env, "PROXMOX_URL") {
+        d.err("proxmox_url must be specified (or set PROXMOX_URL)");
+    }
+    c.insecure_skip_tls_verify = d.flag("insecure_skip_tls_verify");
+    c.proxmox_fingerprint = d.str("proxmox_fingerprint");
+    c.username = d.str("username");
+    if c.username.is_none() && !d.failed("username") && !env_set(cx.env, "PROXMOX_USERNAME") {
+        d.err("username must be specified (or set PROXMOX_USERNAME)");
+    }
+    c.password = d.str("password");
+    c.token = d.str("token");
+    if c.password.is_none()
+        && c.token.is_none()
+        && !d.failed("password")
+        && !d.failed("token")
+        && !env_set(cx.env, "PROXMOX_PASSWORD")
+        && !env_set(cx.env, "PROXMOX_TOKEN")
+    {
+        d.err("password or token must be specified (or set PROXMOX_PASSWORD / PROXMOX_TOKEN)");
+    }
+    c.node = d.req_str("node", "node must be specified");
+    c.pool = d.str("pool");
+    if let Some(t) = d.dur("task_timeout") {
+        if !t.is_zero() {
+            c.task_timeout = t;
+        }
+    }
+
+    // identity
+    c.vm_name = d.str("vm_name");
+    if let Some(n) = &c.vm_name {
+        if !dns_name_ok(n) {
+            d.err_at("vm_name", "vm_name must be a valid DNS name");
+        }
+    }
+    if let Some(id) = d.uint::<u32>("vm_id") {
+        if id != 0 {
+            if !(100..=999_999_999).contains(&id) {
+                d.err_at("vm_id", "vm_id must be in range 100-999999999");
+            }
+            c.vm_id = Some(id);
+        }
+    }
+    c.tags = d.str("tags");
+    c.template_name = d.str("template_name");
+    if let Some(n) = &c.template_name {
+        if !dns_name_ok(n) {
+            d.err_at("template_name", "template_name must be a valid DNS name");
+        }
+    }
+    c.template_description = d.str("template_description");
+    c.skip_convert_to_template = d.flag("skip_convert_to_template");
+    c.onboot = d.flag("onboot");
+
+    // hardware
+    if let Some(m) = d.uint::<u32>("memory") {
+        c.memory = if m < 16 { 512 } else { m };
+    }
+    if let Some(b) = d.uint::<u32>("ballooning_minimum") {
+        c.ballooning_minimum = b;
+        if b > c.memory {
+            d.err_at("ballooning_minimum", format!("ballooning_minimum ({b}) must be lower than memory ({})", c.memory));
+        }
+    }
+    if let Some(v) = d.uint::<u32>("cores") {
+        c.cores = v.max(1);
+    }
+    if let Some(v) = d.uint::<u32>("sockets") {
+        c.sockets = v.max(1);
+    }
+    if let Some(v) = d.str("cpu_type") {
+        if v.starts_with("host,") {
+            d.err_at("cpu_type", format!("cpu_type \"{v}\": CPU flags are not accepted here (plugin ≥ 1.2.3); use cpu_type = \"host\""));
+        }
+        c.cpu_type = v;
+    }
+    c.numa = d.flag("numa");
+    if let Some(v) = d.str("os") {
+        const OS: &[&str] = &["wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24", "l26", "solaris", "other"];
+        if !OS.contains(&v.as_str()) {
+            d.err_at("os", format!("os \"{v}\" is not one of {}", OS.join(", ")));
+        }
+        c.os = v;
+    }
+    c.bios = d.str("bios");
+    if let Some(b) = &c.bios {
+        if b != "seabios" && b != "ovmf" {
+            d.err_at("bios", format!("bios \"{b}\" must be \"seabios\" or \"ovmf\""));
+        }
+    }
+    c.machine = d.str("machine");
+    c.boot = d.str("boot");
+    if let Some(v) = d.str("scsi_controller") {
+        const SC: &[&str] = &["lsi", "lsi53c810", "virtio-scsi-pci", "virtio-scsi-single", "megasas", "pvscsi"];
+        if !SC.contains(&v.as_str()) {
+            d.err_at("scsi_controller", format!("scsi_controller \"{v}\" is not one of {}", SC.join(", ")));
+        }
+        c.scsi_controller = v;
+    }
+    if let Some(v) = d.bool("qemu_agent") {
+        c.qemu_agent = v;
+    }
+    c.disable_kvm = d.flag("disable_kvm");
+    c.serials = d.list_or_empty("serials");
+    if c.serials.len() > 4 {
+        d.err_at("serials", format!("too many serials: {} serials defined, but proxmox accepts 4 elements maximum", c.serials.len()));
+    }
+    for s in c.serials.clone() {
+        if s != "socket" && !(s.starts_with("/dev/") && s.len() > 5) {
+            d.err_at("serials", format!("serials must respond to pattern \"/dev/.+\" or be \"socket\". It was \"{s}\""));
+        }
+    }
+    c.qemu_additional_args = d.str("qemu_additional_args");
+    c.efidisk = d.str("efidisk");
+
+    if let Some(b) = d.block("vga") {
+        c.vga = Some(decode_vga(b, d.errs));
+    }
+    if let Some(b) = d.block("efi_config") {
+        let e = decode_efi(b, d.errs);
+        if c.efidisk.is_some() {
+            d.err_at("efidisk", "both efi_config and efidisk cannot be set at the same time, consider defining only efi_config as efidisk is deprecated");
+        }
+        c.efi_config = Some(e);
+    } else if let Some(pool) = c.efidisk.clone() {
+        cx.warnings.push(Diag::warning("efidisk is deprecated, please use efi_config instead").at(file, body.attrs.get("efidisk").map(|a| a.span.clone())));
+        c.efi_config = Some(EfiConfig { efi_storage_pool: Some(pool), efi_type: Some("4m".into()), ..EfiConfig::default() });
+    }
+    if let Some(b) = d.block("tpm_config") {
+        c.tpm_config = Some(decode_tpm(b, d.errs));
+    }
+    if let Some(b) = d.block("rng0") {
+        c.rng0 = Some(decode_rng(b, d.errs, cx));
+    }
+    for (i, b) in d.blocks("pci_devices").into_iter().enumerate() {
+        c.pci_devices.push(decode_pci(b, i, d.errs));
+    }
+    for (i, b) in d.blocks("disks").into_iter().enumerate() {
+        c.disks.push(decode_disk(b, i, &c.scsi_controller, d.errs, cx));
+    }
+    for (i, b) in d.blocks("network_adapters").into_iter().enumerate() {
+        c.network_adapters.push(decode_nic(b, i, d.errs));
+    }
+
+    // ISOs
+    let boot_block = d.block("boot_iso");
+    let mut boot = match boot_block {
+        Some(b) => decode_iso(b, true, None, d.errs),
+        None => IsoConfig { r#type: "ide".into(), index: Some("2".into()), iso_target_extension: "iso".into(), ..IsoConfig::default() },
+    };
+    // deprecated top-level keys
+    let mut used_deprecated = false;
+    for key in DEPRECATED_ISO_KEYS {
+        if d.has(key) {
+            used_deprecated = true;
+            let a = &body.attrs[*key];
+            cx.warnings.push(
+                Diag::warning(format!(
+                    "'{key}' is deprecated and will be removed in a future release, define the boot iso options in a 'boot_iso' block"
+                ))
+                .at(&a.file, Some(a.span.clone())),
+            );
+        }
+    }
+    if used_deprecated {
+        if let Some(v) = d.str("iso_file") {
+            boot.iso_file.get_or_insert(v);
+        }
+        if let Some(v) = d.str("iso_url") {
+            boot.iso_url.get_or_insert(v);
+        }
+        if let Some(v) = d.list("iso_urls") {
+            if boot.iso_urls.is_empty() {
+                boot.iso_urls = v;
+            }
+        }
+        if let Some(v) = d.str("iso_checksum") {
+            boot.iso_checksum.get_or_insert(v);
+        }
+        if let Some(v) = d.str("iso_storage_pool") {
+            boot.iso_storage_pool.get_or_insert(v);
+        }
+        if let Some(v) = d.bool("iso_download_pve") {
+            boot.iso_download_pve |= v;
+        }
+        if let Some(v) = d.bool("unmount_iso") {
+            boot.unmount |= v;
+        }
+        if let Some(v) = d.str("iso_target_path") {
+            boot.iso_target_path.get_or_insert(v);
+        }
+        if let Some(v) = d.str("iso_target_extension") {
+            boot.iso_target_extension = v.to_lowercase();
+        }
+    }
+    check_iso(&boot, "boot_iso", boot_block.map(|b| (&b.file, b.span.clone())).unwrap_or((file, d.span.clone())), d.errs);
+    c.boot_iso = boot;
+    for (i, b) in d.blocks("additional_iso_files").into_iter().enumerate() {
+        let iso = decode_iso(b, false, Some(i), d.errs);
+        check_iso(&iso, &format!("additional_iso {i}"), (&b.file, b.span.clone()), d.errs);
+        c.additional_iso_files.push(iso);
+    }
+
+    // cloud-init
+    c.cloud_init = d.flag("cloud_init");
+    c.cloud_init_storage_pool = d.str("cloud_init_storage_pool");
+    if let Some(t) = d.str("cloud_init_disk_type") {
+        if !["ide", "sata", "scsi"].contains(&t.as_str()) {
+            d.err_at("cloud_init_disk_type", format!("cloud_init_disk_type \"{t}\" must be one of ide, sata, scsi"));
+        }
+        c.cloud_init_disk_type = t;
+    }
+    c.cloud_init_disable_upgrade_packages = d.bool("cloud_init_disable_upgrade_packages");
+
+    // boot
+    c.boot_command = d.list_or_empty("boot_command");
+    if let Some(n) = d.dur_nanos("boot_wait") {
+        c.boot_wait = match n {
+            0 => Duration::from_secs(10),
+            n if n < 0 => Duration::ZERO,
+            n => Duration::from_nanos(n as u64),
+        };
+    }
+    c.boot_key_interval = d.dur("boot_key_interval");
+    c.boot_keygroup_interval = d.dur("boot_keygroup_interval");
+
+    // http
+    c.http_directory = d.str("http_directory");
+    c.http_content = d.map("http_content");
+    if c.http_directory.is_some() && !c.http_content.is_empty() {
+        d.err_at("http_content", "http_directory and http_content cannot both be set: use one of them");
+    }
+    if let Some(v) = d.uint::<u16>("http_port_min") {
+        c.http_port_min = v;
+    }
+    if let Some(v) = d.uint::<u16>("http_port_max") {
+        c.http_port_max = v;
+    }
+    if c.http_port_min > c.http_port_max {
+        d.err_at("http_port_min", "http_port_min must be less than http_port_max");
+    }
+    c.http_bind_address = d.str("http_bind_address");
+    c.http_interface = d.str("http_interface");
+    if c.http_interface.is_some() && c.http_bind_address.as_deref().is_some_and(|a| a != "0.0.0.0") {
+        d.err_at("http_interface", "http_interface and http_bind_address are mutually exclusive");
+    }
+    if let Some(p) = d.str("http_network_protocol") {
+        if !["tcp", "tcp4", "tcp6", "unix", "unixpacket"].contains(&p.as_str()) {
+            d.err_at("http_network_protocol", format!("http_network_protocol \"{p}\" must be one of tcp, tcp4, tcp6, unix, unixpacket"));
+        }
+        c.http_network_protocol = p;
+    }
+
+    // communicator
+    c.communicator = decode_communicator(&mut d);
+    c.vm_interface = d.str("vm_interface");
+
+    d.finish();
+    c
+}
+
+fn decode_communicator(d: &mut Dec) -> Communicator {
+    let mut m = Communicator::default();
+    if let Some(t) = d.str("communicator") {
+        if !["ssh", "winrm", "none"].contains(&t.as_str()) {
+            d.err_at("communicator", format!("communicator \"{t}\" must be one of ssh, winrm, none"));
+        }
+        m.r#type = t;
+    }
+    if let Some(v) = d.dur("pause_before_connecting") {
+        m.pause_before_connecting = v;
+    }
+    m.ssh_host = d.str("ssh_host");
+    if let Some(v) = d.uint::<u16>("ssh_port") {
+        if v != 0 {
+            m.ssh_port = v;
+        }
+    }
+    m.ssh_username = d.str("ssh_username");
+    m.ssh_password = d.str("ssh_password");
+    m.ssh_private_key_file = d.str("ssh_private_key_file");
+    m.ssh_certificate_file = d.str("ssh_certificate_file");
+    m.ssh_agent_auth = d.flag("ssh_agent_auth");
+    m.ssh_keypair_name = d.str("ssh_keypair_name");
+    m.temporary_key_pair_name = d.str("temporary_key_pair_name");
+    m.temporary_key_pair_type = d.str("temporary_key_pair_type");
+    m.temporary_key_pair_bits = d.uint::<u32>("temporary_key_pair_bits");
+    m.ssh_clear_authorized_keys = d.flag("ssh_clear_authorized_keys");
+    m.ssh_ciphers = d.list_or_empty("ssh_ciphers");
+    m.ssh_key_exchange_algorithms = d.list_or_empty("ssh_key_exchange_algorithms");
+    m.ssh_pty = d.flag("ssh_pty");
+    let t1 = d.dur("ssh_timeout");
+    let t2 = d.dur("ssh_wait_timeout");
+    if let Some(t) = t1.or(t2) {
+        if !t.is_zero() {
+            m.ssh_timeout = t;
+        }
+    }
+    if let Some(v) = d.uint::<u32>("ssh_handshake_attempts") {
+        if v != 0 {
+            m.ssh_handshake_attempts = v;
+        }
+    }
+    m.ssh_disable_agent_forwarding = d.flag("ssh_disable_agent_forwarding");
+    if let Some(v) = d.dur("ssh_keep_alive_interval") {
+        m.ssh_keep_alive_interval = v;
+    }
+    if let Some(v) = d.dur("ssh_read_write_timeout") {
+        m.ssh_read_write_timeout = v;
+    }
+    m.ssh_file_transfer_method = d.str("ssh_file_transfer_method");
+    if let Some(f) = &m.ssh_file_transfer_method {
+        if f != "scp" && f != "sftp" {
+            d.err_at("ssh_file_transfer_method", "ssh_file_transfer_method must be \"scp\" or \"sftp\"");
+        }
+    }
+    m.ssh_bastion_host = d.str("ssh_bastion_host");
+    if let Some(v) = d.uint::<u16>("ssh_bastion_port") {
+        if v != 0 {
+            m.ssh_bastion_port = v;
+        }
+    }
+    m.ssh_bastion_username = d.str("ssh_bastion_username");
+    m.ssh_bastion_password = d.str("ssh_bastion_password");
+    m.ssh_bastion_agent_auth = d.flag("ssh_bastion_agent_auth");
+    m.ssh_bastion_interactive = d.flag("ssh_bastion_interactive");
+    m.ssh_bastion_private_key_file = d.str("ssh_bastion_private_key_file");
+    m.ssh_bastion_certificate_file = d.str("ssh_bastion_certificate_file");
+    m.ssh_proxy_host = d.str("ssh_proxy_host");
+    if let Some(v) = d.uint::<u16>("ssh_proxy_port") {
+        if v != 0 {
+            m.ssh_proxy_port = v;
+        }
+    }
+    m.ssh_proxy_username = d.str("ssh_proxy_username");
+    m.ssh_proxy_password = d.str("ssh_proxy_password");
+    m.ssh_local_tunnels = d.list_or_empty("ssh_local_tunnels");
+    m.ssh_remote_tunnels = d.list_or_empty("ssh_remote_tunnels");
+    m.winrm_username = d.str("winrm_username");
+    m.winrm_password = d.str("winrm_password");
+    m.winrm_host = d.str("winrm_host");
+    m.winrm_port = d.uint::<u16>("winrm_port").filter(|p| *p != 0);
+    if let Some(v) = d.dur("winrm_timeout") {
+        if !v.is_zero() {
+            m.winrm_timeout = v;
+        }
+    }
+    m.winrm_use_ssl = d.flag("winrm_use_ssl");
+    m.winrm_insecure = d.flag("winrm_insecure");
+    m.winrm_use_ntlm = d.flag("winrm_use_ntlm");
+    m.winrm_no_proxy = d.flag("winrm_no_proxy");
+    if m.r#type == "ssh" && m.ssh_username.is_none() && !d.failed("ssh_username") {
+        d.err("An ssh_username must be specified (the user kiln logs in as over SSH)");
+    }
+    if m.r#type == "winrm" && m.winrm_username.is_none() && !d.failed("winrm_username") {
+        d.err("winrm_username must be specified");
+    }
+    m
+}
+
+fn decode_vga(b: &EBlock, errs: &mut Vec<Diag>) -> Vga {
+    let mut d = Dec::for_block(b, errs, "vga");
+    let v = Vga { r#type: d.str("type"), memory: d.uint::<u32>("memory") };
+    if let Some(t) = &v.r#type {
+        const T: &[&str] = &["cirrus", "none", "qxl", "qxl2", "qxl3", "qxl4", "serial0", "serial1", "serial2", "serial3", "std", "virtio", "vmware"];
+        if !T.contains(&t.as_str()) {
+            d.err_at("type", format!("vga type \"{t}\" is not one of {}", T.join(", ")));
+        }
+    }
+    d.finish();
+    v
+}
+
+fn decode_efi(b: &EBlock, errs: &mut Vec<Diag>) -> EfiConfig {
+    let mut d = Dec::for_block(b, errs, "efi_config");
+    let mut e = EfiConfig {
+        efi_storage_pool: d.str("efi_storage_pool"),
+        efi_type: d.str("efi_type"),
+        efi_format: d.str("efi_format"),
+        pre_enrolled_keys: d.flag("pre_enrolled_keys"),
+    };
+    if e.efi_storage_pool.is_none() && (e.efi_type.is_some() || e.pre_enrolled_keys) {
+        d.err("efi_storage_pool not set for efi_config");
+    }
+    if e.efi_storage_pool.is_some() && e.efi_type.is_none() {
+        e.efi_type = Some("4m".into());
+    }
+    if let Some(t) = &e.efi_type {
+        if t != "2m" && t != "4m" {
+            d.err_at("efi_type", "efi_type must be \"2m\" or \"4m\"");
+        }
+    }
+    d.finish();
+    e
+}
+
+fn decode_tpm(b: &EBlock, errs: &mut Vec<Diag>) -> Tpm {
+    let mut d = Dec::for_block(b, errs, "tpm_config");
+    let t = Tpm { tpm_storage_pool: d.str("tpm_storage_pool"), tpm_version: d.str("tpm_version").unwrap_or_else(|| "v2.0".into()) };
+    if t.tpm_storage_pool.is_none() {
+        d.err("tpm_storage_pool not set for tpm_config");
+    }
+    if t.tpm_version != "v1.2" && t.tpm_version != "v2.0" {
+        d.err_at("tpm_version", "TPM Version must be one of \"v1.2\", \"v2.0\"");
+    }
+    d.finish();
+    t
+}
+
+fn decode_rng(b: &EBlock, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Rng {
+    let mut d = Dec::for_block(b, errs, "rng0");
+    let r = Rng {
+        source: d.req_str("source", "source must be set for rng0"),
+        max_bytes: d.uint::<u32>("max_bytes").unwrap_or(0),
+        period: d.uint::<u32>("period").unwrap_or(0),
+    };
+    if !r.source.is_empty() && !["/dev/urandom", "/dev/random", "/dev/hwrng"].contains(&r.source.as_str()) {
+        d.err_at("source", "source must be one of \"/dev/urandom\", \"/dev/random\", \"/dev/hwrng\"");
+    }
+    if r.max_bytes == 0 {
+        cx.warnings.push(Diag::warning("rng0: max_bytes is 0 and will not be sent (no limit)").at(&b.file, Some(b.span.clone())));
+    }
+    d.finish();
+    r
+}
+
+fn decode_pci(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> PciDevice {
+    let mut d = Dec::for_block(b, errs, format!("pci_devices[{i}]"));
+    let p = PciDevice {
+        host: d.str("host"),
+        mapping: d.str("mapping"),
+        device_id: d.str("device_id"),
+        vendor_id: d.str("vendor_id"),
+        sub_device_id: d.str("sub_device_id"),
+        sub_vendor_id: d.str("sub_vendor_id"),
+        legacy_igd: d.flag("legacy_igd"),
+        pcie: d.flag("pcie"),
+        mdev: d.str("mdev"),
+        hide_rombar: d.flag("hide_rombar"),
+        romfile: d.str("romfile"),
+        x_vga: d.flag("x_vga"),
+    };
+    if p.host.is_some() == p.mapping.is_some() {
+        d.err(format!("pci_devices[{i}]: exactly one of host or mapping must be set"));
+    }
+    d.finish();
+    p
+}
+
+fn decode_disk(b: &EBlock, i: usize, scsi_controller: &str, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Disk {
+    let mut d = Dec::for_block(b, errs, format!("disks[{i}]"));
+    let mut t = d.str("type").unwrap_or_else(|| "scsi".into());
+    if !["scsi", "sata", "virtio", "ide"].contains(&t.as_str()) {
+        cx.warnings.push(Diag::warning(format!("disks[{i}]: unknown disk type \"{t}\", using scsi")).at(&b.file, Some(b.span.clone())));
+        t = "scsi".into();
+    }
+    let disk = Disk {
+        storage_pool: d.req_str("storage_pool", &format!("disks[{i}].storage_pool must be specified")),
+        storage_pool_type: d.str("storage_pool_type"),
+        disk_size: d.str("disk_size").unwrap_or_else(|| "20G".into()),
+        format: d.str("format").unwrap_or_else(|| "raw".into()),
+        cache_mode: d.str("cache_mode").unwrap_or_else(|| "none".into()),
+        io_thread: d.flag("io_thread"),
+        asyncio: d.str("asyncio"),
+        discard: d.flag("discard"),
+        ssd: d.flag("ssd"),
+        exclude_from_backup: d.flag("exclude_from_backup"),
+        r#type: t,
+    };
+    if disk.storage_pool_type.is_some() {
+        let a = &b.body.attrs["storage_pool_type"];
+        cx.warnings.push(Diag::warning(format!("disks[{i}].storage_pool_type is deprecated and ignored")).at(&a.file, Some(a.span.clone())));
+    }
+    let size_ok = {
+        let s = disk.disk_size.as_str();
+        s.len() > 1 && s[..s.len() - 1].parse::<u64>().is_ok() && "KMGT".contains(&s[s.len() - 1..])
+    };
+    if !size_ok {
+        d.err_at("disk_size", format!("disks[{i}].disk_size \"{}\" must be a whole number followed by K, M, G or T (e.g. \"20G\")", disk.disk_size));
+    }
+    const FMT: &[&str] = &["raw", "cow", "qcow", "qed", "qcow2", "vmdk", "cloop"];
+    if !FMT.contains(&disk.format.as_str()) {
+        d.err_at("format", format!("disks[{i}].format \"{}\" is not one of {}", disk.format, FMT.join(", ")));
+    }
+    const CM: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
+    if !CM.contains(&disk.cache_mode.as_str()) {
+        d.err_at("cache_mode", format!("disks[{i}].cache_mode \"{}\" is not one of {}", disk.cache_mode, CM.join(", ")));
+    }
+    if disk.ssd && disk.r#type == "virtio" {
+        d.err_at("ssd", "SSD emulation is not supported on virtio disks");
+    }
+    if disk.io_thread && (scsi_controller != "virtio-scsi-single" && disk.r#type == "scsi" || disk.r#type == "ide" || disk.r#type == "sata") {
+        d.err_at("io_thread", "io_thread requires scsi_controller \"virtio-scsi-single\" and a scsi or virtio disk");
+    }
+    d.finish();
+    disk
+}
+
+fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
+    let mut d = Dec::for_block(b, errs, format!("network_adapters[{i}]"));
+    let n = NetworkAdapter {
+        bridge: d.req_str("bridge", &format!("network_adapters[{i}].bridge must be specified")),
+        model: d.str("model").unwrap_or_else(|| "e1000".into()),
+        mac_address: d.str("mac_address"),
+        vlan_tag: d.str("vlan_tag"),
+        firewall: d.flag("firewall"),
+        mtu: d.uint::<u32>("mtu").filter(|m| *m != 0),
+        packet_queues: d.uint::<u32>("packet_queues").filter(|m| *m != 0),
+    };
+    const MODELS: &[&str] = &[
+        "rtl8139", "ne2k_pci", "e1000", "pcnet", "virtio", "ne2k_isa", "i82551", "i82557b", "i82559er", "vmxnet3",
+        "e1000-82540em", "e1000-82544gc", "e1000-82545em",
+    ];
+    if !MODELS.contains(&n.model.as_str()) {
+        d.err_at("model", format!("network_adapters[{i}].model \"{}\" is not one of {}", n.model, MODELS.join(", ")));
+    }
+    if n.packet_queues.is_some() && n.model != "virtio" {
+        d.err_at("packet_queues", format!("network_adapters[{i}].packet_queues can only be set for 'virtio' driver"));
+    }
+    if n.mtu.is_some_and(|m| m > 65520) {
+        d.err_at("mtu", format!("network_adapters[{i}].mtu must be between 0 and 65520"));
+    }
+    d.finish();
+    n
+}
+
+fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag>) -> IsoConfig {
+    let what = match idx {
+        Some(i) => format!("additional_iso_files[{i}]"),
+        None => "boot_iso".to_string(),
+    };
+    let mut d = Dec::for_block(b, errs, what);
+    let mut iso = IsoConfig {
+        r#type: d.str("type").unwrap_or_default(),
+        index: d.str("index"),
+        device: d.str("device"),
+        iso_file: d.str("iso_file"),
+        iso_url: d.str("iso_url"),
+        iso_urls: d.list_or_empty("iso_urls"),
+        iso_checksum: d.str("iso_checksum"),
+        iso_target_path: d.str("iso_target_path"),
+        iso_target_extension: d.str("iso_target_extension").map(|s| s.to_lowercase()).unwrap_or_else(|| "iso".into()),
+        iso_storage_pool: d.str("iso_storage_pool"),
+        iso_download_pve: d.flag("iso_download_pve"),
+        unmount: d.flag("unmount"),
+        keep_cdrom_device: d.flag("keep_cdrom_device"),
+        cd_files: d.list_or_empty("cd_files"),
+        cd_content: d.map("cd_content"),
+        cd_label: d.str("cd_label"),
+    };
+    if let Some(dev) = iso.device.clone() {
+        let (bus, num) = dev.split_at(dev.find(|c: char| c.is_ascii_digit()).unwrap_or(dev.len()));
+        let max = match bus {
+            "ide" => 3,
+            "sata" => 5,
+            "scsi" => 30,
+            _ => 0,
+        };
+        match num.parse::<u32>() {
+            Ok(n) if max > 0 && n <= max => {
+                iso.r#type = bus.to_string();
+                iso.index = Some(n.to_string());
+            }
+            _ => d.err_at("device", format!("device \"{dev}\" must be ideN (N ≤ 3), sataN (N ≤ 5) or scsiN (N ≤ 30)")),
+        }
+    }
+    if iso.r#type.is_empty() {
+        iso.r#type = "ide".into();
+        if is_boot && iso.index.is_none() {
+            iso.index = Some("2".into());
+        }
+    }
+    if !["ide", "sata", "scsi"].contains(&iso.r#type.as_str()) {
+        d.err_at("type", "ISOs must be of type ide, sata or scsi. VirtIO not supported by Proxmox for ISO devices");
+    }
+    if !is_boot {
+        if let Some(f) = &iso.iso_file {
+            let ok = f.find(":iso/").is_some_and(|p| p > 0 && f.len() > p + 5);
+            if !ok {
+                d.err_at("iso_file", format!("iso_file \"{f}\" must look like <storage>:iso/<file>"));
+            }
+        }
+    }
+    d.finish();
+    iso
+}
+
+fn check_iso(iso: &IsoConfig, what: &str, at: (&Arc<SourceFile>, Range<usize>), errs: &mut Vec<Diag>) {
+    let has_file = iso.iso_file.is_some();
+    let has_url = iso.iso_url.is_some() || !iso.iso_urls.is_empty();
+    let has_cd = !iso.cd_files.is_empty() || !iso.cd_content.is_empty();
+    let n = [has_file, has_url, has_cd].iter().filter(|b| **b).count();
+    let e = |m: String| Diag::error(m).at(at.0, Some(at.1.clone()));
+    if n != 1 {
+        errs.push(e(format!("one of iso_file, iso_url, or a combination of cd_files and cd_content must be specified for {what}")));
+    }
+    if iso.iso_url.is_some() && !iso.iso_urls.is_empty() {
+        errs.push(e(format!("{what}: only one of iso_url and iso_urls may be set")));
+    }
+    if has_url && iso.iso_storage_pool.is_none() {
+        errs.push(e(format!("when specifying iso_url in a {what} block, iso_storage_pool must also be specified")));
+    }
+    if has_url && iso.iso_checksum.is_none() {
+        errs.push(e(format!("{what}: iso_checksum is required with iso_url (use \"none\" to skip verification)")));
+    }
+    if has_cd && iso.iso_storage_pool.is_none() {
+        errs.push(e(format!("{what} storage_pool not set for storage of generated ISO from cd_files or cd_content")));
+    }
+    if iso.iso_download_pve && iso.iso_url.is_none() && iso.iso_urls.is_empty() {
+        errs.push(e("iso_download_pve can only be used together with iso_url".into()));
+    }
+    if let Some(c) = &iso.iso_checksum {
+        if let Some(m) = checksum_problem(c) {
+            errs.push(e(format!("{what}: invalid iso_checksum \"{c}\": {m}")));
+        }
+    }
+}
+
+fn checksum_problem(c: &str) -> Option<String> {
+    if c == "none" || c.starts_with("file:") || c.contains("{{") {
+        return None;
+    }
+    let (algo, hex) = match c.split_once(':') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, c),
+    };
+    if !hex.chars().all(|ch| ch.is_ascii_hexdigit()) {
+        return Some("the digest must be hexadecimal".into());
+    }
+    let want = match algo {
+        Some("md5") => 32,
+        Some("sha1") => 40,
+        Some("sha256") => 64,
+        Some("sha512") => 128,
+        Some(other) => return Some(format!("unknown checksum type \"{other}\" (md5, sha1, sha256, sha512, file:, none)")),
+        None => {
+            return if [32, 40, 64, 128].contains(&hex.len()) { None } else { Some("cannot tell the checksum type from its length".into()) };
+        }
+    };
+    if hex.len() != want {
+        return Some(format!("expected {want} hex digits, got {}", hex.len()));
+    }
+    None
+}
