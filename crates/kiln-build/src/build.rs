@@ -1,0 +1,245 @@
+//! Run the builds of a plan: one pipeline per source run, up to `-parallel-builds` at once,
+//! Packer-style summary lines, step timings, post-processors.
+
+use crate::manifest::{write_manifest, ManifestEntry};
+use crate::pipeline::{self, Asker, OnError, RunReport, Step, StepContext, StepError};
+use crate::steps::{
+    boot::StepHttpServer, BuildFlags, BuildState, StepBootCommand, StepConnect, StepCreateVm,
+    StepFinalize, StepIso, StepProvision, StepShutdown, StepStartVm, StepTemplate, StepWaitGuest,
+};
+use crate::ui::{fmt_duration_words, Ui};
+use kiln_config::model::{BuildPlan, PostProcessorKind, SourceRun};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Run-wide options (the CLI flags).
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub on_error: OnError,
+    pub force: bool,
+    /// `-parallel-builds`: 0 = no limit.
+    pub parallel_builds: usize,
+    pub http_diag_after: Option<Duration>,
+}
+
+/// One build's result.
+pub struct BuildResult {
+    pub name: String,
+    /// The VM id of the artifact.
+    pub artifact: Result<u32, StepError>,
+    pub report: RunReport,
+    pub duration: Duration,
+}
+
+/// All builds.
+pub struct Summary {
+    pub results: Vec<BuildResult>,
+    pub cancelled: bool,
+}
+
+impl Summary {
+    pub fn all_ok(&self) -> bool {
+        self.results.iter().all(|r| r.artifact.is_ok())
+    }
+}
+
+/// The steps of a `proxmox-iso` build, in order.
+pub fn proxmox_iso_steps() -> Vec<Box<dyn Step<BuildState>>> {
+    vec![
+        Box::new(StepConnect),
+        Box::new(StepIso::new()),
+        Box::new(StepHttpServer),
+        Box::new(StepCreateVm),
+        Box::new(StepStartVm),
+        Box::new(StepBootCommand),
+        Box::new(StepWaitGuest),
+        Box::new(StepProvision),
+        Box::new(StepShutdown),
+        Box::new(StepFinalize),
+        Box::new(StepTemplate),
+    ]
+}
+
+fn run_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Build every run of `plan`.
+pub async fn build_plan(
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+    ui: &Ui,
+    cancel: CancellationToken,
+    asker: Arc<dyn Asker>,
+) -> Summary {
+    for s in &plan.sensitive_values {
+        ui.masker().add(s);
+    }
+    let uuid = run_uuid();
+    let limit = if opts.parallel_builds == 0 {
+        plan.runs.len().max(1)
+    } else {
+        opts.parallel_builds
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut handles = Vec::new();
+    for run in plan.runs.iter().cloned() {
+        let sem = sem.clone();
+        let ui = ui.clone();
+        let cancel = cancel.clone();
+        let opts = opts.clone();
+        let root = plan.root.clone();
+        let asker = asker.clone();
+        let uuid = uuid.clone();
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.ok();
+            build_one(run, root, &opts, &ui, cancel, asker.as_ref(), &uuid).await
+        }));
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(r) => results.push(r),
+            Err(e) => ui.say(&format!("internal error: a build task panicked: {e}")),
+        }
+    }
+    let summary = Summary {
+        results,
+        cancelled: cancel.is_cancelled(),
+    };
+    print_summary(ui, &summary);
+    summary
+}
+
+async fn build_one(
+    run: SourceRun,
+    root: std::path::PathBuf,
+    opts: &BuildOptions,
+    ui: &Ui,
+    cancel: CancellationToken,
+    asker: &dyn Asker,
+    uuid: &str,
+) -> BuildResult {
+    let name = run.full_name();
+    let bui = ui.for_build(&name);
+    let t0 = Instant::now();
+    let flags = BuildFlags {
+        force: opts.force,
+        http_diag_after: opts.http_diag_after,
+    };
+    let mut state = BuildState::new(run.clone(), root.clone(), flags);
+    let mut steps = proxmox_iso_steps();
+    let cx = StepContext::new(bui.clone(), cancel.clone());
+    bui.say(&format!("{name}: output will be in this color.").replace(&format!("{name}: "), ""));
+    let report = pipeline::run(&mut steps, &cx, &mut state, opts.on_error, asker).await;
+    let mut artifact = match (&report.result, state.artifact_id) {
+        (Ok(()), Some(id)) => Ok(id),
+        (Ok(()), None) => Err(StepError::failed("no artifact was created")),
+        (Err(e), _) => Err(e.clone()),
+    };
+    if let Ok(id) = artifact {
+        for pp in &run.post_processors {
+            match &pp.kind {
+                PostProcessorKind::Manifest(m) => {
+                    let e = ManifestEntry {
+                        name: &run.source_name,
+                        builder_type: &run.source_type,
+                        artifact_id: id.to_string(),
+                        run_uuid: uuid,
+                        build_time: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                    };
+                    bui.say("Running post-processor: manifest");
+                    match write_manifest(m, &root, &e) {
+                        Ok(p) => bui.message(&format!("Wrote {}", p.display())),
+                        Err(e) => {
+                            bui.error(&format!("manifest post-processor failed: {e}"));
+                            artifact =
+                                Err(StepError::failed(format!("manifest post-processor: {e}")));
+                        }
+                    }
+                }
+                PostProcessorKind::ShellLocal(_) => {
+                    bui.error("post-processor shell-local is not supported by kiln yet; skipped");
+                }
+            }
+        }
+    }
+    bui.say("Step timings:");
+    for l in report.step_list() {
+        bui.message(&format!("  {l}"));
+    }
+    let duration = t0.elapsed();
+    match &artifact {
+        Ok(_) => ui.raw(&format!(
+            "Build '{name}' finished after {}.",
+            fmt_duration_words(duration)
+        )),
+        Err(e) => ui.raw(&ui.masker().mask(&format!(
+            "Build '{name}' errored after {}: {e}",
+            fmt_duration_words(duration)
+        ))),
+    }
+    BuildResult {
+        name,
+        artifact,
+        report,
+        duration,
+    }
+}
+
+fn print_summary(ui: &Ui, s: &Summary) {
+    let failed: Vec<&BuildResult> = s.results.iter().filter(|r| r.artifact.is_err()).collect();
+    if !failed.is_empty() {
+        ui.raw("");
+        ui.say("Some builds didn't complete successfully and had errors:");
+        for r in &failed {
+            if let Err(e) = &r.artifact {
+                let first = e.to_string();
+                ui.raw(&format!(
+                    "--> {}: {}",
+                    r.name,
+                    first.lines().next().unwrap_or_default()
+                ));
+            }
+        }
+        ui.machine("", "error-count", &[&failed.len().to_string()]);
+    }
+    if s.cancelled {
+        ui.say("Cleanly cancelled builds after being interrupted.");
+    }
+    let ok: Vec<&BuildResult> = s.results.iter().filter(|r| r.artifact.is_ok()).collect();
+    if ok.is_empty() {
+        ui.say("Builds finished but no artifacts were created.");
+        return;
+    }
+    ui.raw("");
+    ui.say("Builds finished. The artifacts of successful builds are:");
+    for r in ok {
+        if let Ok(id) = &r.artifact {
+            ui.raw(&format!("--> {}: A template was created: {id}", r.name));
+            ui.machine(&r.name, "artifact-count", &["1"]);
+            ui.machine(&r.name, "artifact", &["0", "builder-id", "proxmox.iso"]);
+            ui.machine(&r.name, "artifact", &["0", "id", &id.to_string()]);
+            ui.machine(
+                &r.name,
+                "artifact",
+                &["0", "string", &format!("A template was created: {id}")],
+            );
+            ui.machine(&r.name, "artifact", &["0", "files-count", "0"]);
+            ui.machine(&r.name, "artifact", &["0", "end"]);
+        }
+    }
+}

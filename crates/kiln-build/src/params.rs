@@ -1,0 +1,508 @@
+//! `ProxmoxIsoConfig` → the form parameters of `POST /nodes/{node}/qemu`, as the Packer plugin
+//! builds them (behaviour reference §2.4), plus the small pure helpers the finishing steps need
+//! (cloud-init slot, ISO slots, unused disks).
+
+use kiln_config::model::{Disk, IsoConfig, NetworkAdapter, ProxmoxIsoConfig};
+use std::collections::BTreeSet;
+
+pub type Params = Vec<(String, String)>;
+
+/// (slot like `scsi0`, index into the input list).
+pub type SlotList = Vec<(String, usize)>;
+
+/// Per-bus index limits (ide 0–3, sata 0–5, scsi 0–30, virtio 0–15).
+pub fn bus_max(bus: &str) -> u32 {
+    match bus {
+        "ide" => 3,
+        "sata" => 5,
+        "scsi" => 30,
+        "virtio" => 15,
+        _ => 0,
+    }
+}
+
+/// One ISO to attach: its bus slot request and the volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsoAttach {
+    pub bus: String,
+    pub index: Option<u32>,
+    /// `local:iso/x.iso`
+    pub volid: String,
+}
+
+impl IsoAttach {
+    /// The boot ISO: `ide2` unless configured otherwise.
+    pub fn boot(cfg: &IsoConfig, volid: String) -> IsoAttach {
+        let bus = if cfg.r#type.is_empty() {
+            "ide".to_string()
+        } else {
+            cfg.r#type.clone()
+        };
+        let index = cfg
+            .index
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .or(if bus == "ide" { Some(2) } else { None });
+        IsoAttach { bus, index, volid }
+    }
+
+    pub fn additional(cfg: &IsoConfig, volid: String) -> IsoAttach {
+        let bus = if cfg.r#type.is_empty() {
+            "ide".to_string()
+        } else {
+            cfg.r#type.clone()
+        };
+        IsoAttach {
+            bus,
+            index: cfg.index.as_deref().and_then(|i| i.parse().ok()),
+            volid,
+        }
+    }
+}
+
+/// Where each disk and ISO goes: static ISOs first, then disks at the lowest free index of their
+/// bus, then ISOs without an index. Returns (slot, value) for disks and ISOs.
+pub fn assign_slots(disks: &[Disk], isos: &[IsoAttach]) -> Result<(SlotList, SlotList), String> {
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    let mut iso_slots: Vec<Option<String>> = vec![None; isos.len()];
+    for (k, iso) in isos.iter().enumerate() {
+        if let Some(i) = iso.index {
+            if i > bus_max(&iso.bus) {
+                return Err(format!(
+                    "ISO index {}{} is out of range for bus {}",
+                    iso.bus, i, iso.bus
+                ));
+            }
+            let slot = format!("{}{}", iso.bus, i);
+            if !used.insert(slot.clone()) {
+                return Err(format!("two ISOs configured on {slot}"));
+            }
+            iso_slots[k] = Some(slot);
+        }
+    }
+    let next_free = |bus: &str, used: &mut BTreeSet<String>| -> Result<String, String> {
+        for i in 0..=bus_max(bus) {
+            let s = format!("{bus}{i}");
+            if !used.contains(&s) {
+                used.insert(s.clone());
+                return Ok(s);
+            }
+        }
+        Err(format!(
+            "storage enumeration reached {bus} index {}, too many {bus} devices configured",
+            bus_max(bus) + 1
+        ))
+    };
+    let mut disk_slots = Vec::new();
+    for (k, d) in disks.iter().enumerate() {
+        let bus = match d.r#type.as_str() {
+            "sata" | "virtio" | "ide" | "scsi" => d.r#type.as_str(),
+            _ => "scsi",
+        };
+        disk_slots.push((next_free(bus, &mut used)?, k));
+    }
+    let mut isos_out = Vec::new();
+    for (k, iso) in isos.iter().enumerate() {
+        let slot = match iso_slots[k].take() {
+            Some(s) => s,
+            None => next_free(&iso.bus, &mut used)?,
+        };
+        isos_out.push((slot, k));
+    }
+    Ok((disk_slots, isos_out))
+}
+
+/// `20G` → GiB (rounded up), as PVE's `<pool>:<GiB>` allocation needs.
+pub fn disk_size_gib(size: &str) -> Result<u64, String> {
+    let s = size.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        format!("disk_size {size:?}: expected a number with K, M, G or T (e.g. 20G)")
+    })?;
+    let kib = match unit {
+        "K" => n,
+        "M" => n * 1024,
+        "G" | "" => n * 1024 * 1024,
+        "T" => n * 1024 * 1024 * 1024,
+        _ => return Err(format!("disk_size {size:?}: unit must be K, M, G or T")),
+    };
+    let gib = kib.div_ceil(1024 * 1024);
+    if gib == 0 {
+        return Err(format!("disk_size {size:?} is too small"));
+    }
+    Ok(gib)
+}
+
+fn disk_value(d: &Disk, bus: &str) -> Result<String, String> {
+    let mut v = format!("{}:{}", d.storage_pool, disk_size_gib(&d.disk_size)?);
+    if let Some(a) = d.asyncio.as_deref().filter(|a| !a.is_empty()) {
+        v.push_str(&format!(",aio={a}"));
+    }
+    if d.exclude_from_backup {
+        v.push_str(",backup=0");
+    }
+    if !d.cache_mode.is_empty() {
+        v.push_str(&format!(",cache={}", d.cache_mode));
+    }
+    if d.discard {
+        v.push_str(",discard=on");
+    }
+    if !d.format.is_empty() {
+        v.push_str(&format!(",format={}", d.format));
+    }
+    if d.io_thread && (bus == "scsi" || bus == "virtio") {
+        v.push_str(",iothread=1");
+    }
+    v.push_str(",replicate=0");
+    if d.ssd && bus != "virtio" {
+        v.push_str(",ssd=1");
+    }
+    Ok(v)
+}
+
+/// `repeatable` MAC: `00:18:59:` + low 3 bytes of `(vmid << 5) | index`.
+pub fn repeatable_mac(vmid: u32, index: usize) -> String {
+    let x = (u64::from(vmid) << 5) | (index as u64 & 0x1f);
+    format!(
+        "00:18:59:{:02X}:{:02X}:{:02X}",
+        (x >> 16) & 0xff,
+        (x >> 8) & 0xff,
+        x & 0xff
+    )
+}
+
+fn net_value(n: &NetworkAdapter, vmid: u32, index: usize) -> String {
+    let model = if n.model.is_empty() {
+        "e1000"
+    } else {
+        n.model.as_str()
+    };
+    let mut v = match n.mac_address.as_deref().filter(|m| !m.is_empty()) {
+        Some("repeatable") => format!("{model}={}", repeatable_mac(vmid, index)),
+        Some(mac) => format!("{model}={}", mac.to_uppercase()),
+        None => model.to_string(),
+    };
+    v.push_str(&format!(",bridge={}", n.bridge));
+    if let Some(t) = n.vlan_tag.as_deref().filter(|t| !t.is_empty()) {
+        v.push_str(&format!(",tag={t}"));
+    }
+    if n.firewall {
+        v.push_str(",firewall=1");
+    }
+    if let Some(m) = n.mtu.filter(|m| *m > 0) {
+        v.push_str(&format!(",mtu={m}"));
+    }
+    if let Some(q) = n.packet_queues.filter(|q| *q > 0) {
+        v.push_str(&format!(",queues={q}"));
+    }
+    v
+}
+
+fn b01(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}
+
+/// The create parameters (without `vmid`, which the client adds first).
+pub fn create_params(
+    cfg: &ProxmoxIsoConfig,
+    vmid: u32,
+    name: &str,
+    isos: &[IsoAttach],
+) -> Result<Params, String> {
+    let mut p: Params = Vec::new();
+    let mut add = |k: &str, v: String| p.push((k.to_string(), v));
+    add("name", name.to_string());
+    add("description", "kiln ephemeral build VM".to_string());
+    add("agent", b01(cfg.qemu_agent));
+    add("kvm", b01(!cfg.disable_kvm));
+    add("onboot", b01(cfg.onboot));
+    add("cores", cfg.cores.max(1).to_string());
+    add("sockets", cfg.sockets.max(1).to_string());
+    add("numa", b01(cfg.numa));
+    add(
+        "cpu",
+        if cfg.cpu_type.is_empty() {
+            "kvm64".into()
+        } else {
+            cfg.cpu_type.clone()
+        },
+    );
+    add(
+        "memory",
+        if cfg.memory < 16 { 512 } else { cfg.memory }.to_string(),
+    );
+    if cfg.ballooning_minimum > 0 {
+        add("balloon", cfg.ballooning_minimum.to_string());
+    }
+    add(
+        "ostype",
+        if cfg.os.is_empty() {
+            "other".into()
+        } else {
+            cfg.os.clone()
+        },
+    );
+    add(
+        "scsihw",
+        if cfg.scsi_controller.is_empty() {
+            "lsi".into()
+        } else {
+            cfg.scsi_controller.clone()
+        },
+    );
+    for (k, v) in [
+        ("bios", &cfg.bios),
+        ("machine", &cfg.machine),
+        ("boot", &cfg.boot),
+        ("args", &cfg.qemu_additional_args),
+        ("tags", &cfg.tags),
+        ("pool", &cfg.pool),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            add(k, v.to_string());
+        }
+    }
+    let (disk_slots, iso_slots) = assign_slots(&cfg.disks, isos)?;
+    for (slot, k) in &disk_slots {
+        let bus: String = slot
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
+        add(slot, disk_value(&cfg.disks[*k], &bus)?);
+    }
+    for (slot, k) in &iso_slots {
+        add(slot, format!("{},media=cdrom", isos[*k].volid));
+    }
+    for (i, n) in cfg.network_adapters.iter().enumerate() {
+        add(&format!("net{i}"), net_value(n, vmid, i));
+    }
+    let efi_pool = cfg
+        .efi_config
+        .as_ref()
+        .and_then(|e| e.efi_storage_pool.clone())
+        .or_else(|| cfg.efidisk.clone())
+        .filter(|s| !s.is_empty());
+    if let Some(pool) = efi_pool {
+        let mut v = format!("{pool}:1");
+        let e = cfg.efi_config.clone().unwrap_or_default();
+        v.push_str(&format!(
+            ",efitype={}",
+            e.efi_type.unwrap_or_else(|| "4m".into())
+        ));
+        if let Some(f) = e.efi_format.filter(|f| !f.is_empty()) {
+            v.push_str(&format!(",format={f}"));
+        }
+        v.push_str(&format!(",pre-enrolled-keys={}", b01(e.pre_enrolled_keys)));
+        add("efidisk0", v);
+    }
+    if let Some(t) = &cfg.tpm_config {
+        if let Some(pool) = t.tpm_storage_pool.as_deref().filter(|p| !p.is_empty()) {
+            let ver = if t.tpm_version.is_empty() {
+                "v2.0"
+            } else {
+                t.tpm_version.as_str()
+            };
+            add("tpmstate0", format!("{pool}:1,version={ver}"));
+        }
+    }
+    if let Some(r) = &cfg.rng0 {
+        let mut v = format!("source={}", r.source);
+        if r.max_bytes > 0 {
+            v.push_str(&format!(",max_bytes={}", r.max_bytes));
+        }
+        if r.period > 0 {
+            v.push_str(&format!(",period={}", r.period));
+        }
+        add("rng0", v);
+    }
+    if let Some(vga) = &cfg.vga {
+        if let Some(t) = vga.r#type.as_deref().filter(|t| !t.is_empty()) {
+            let mut v = format!("type={t}");
+            if let Some(m) = vga.memory.filter(|m| *m > 0) {
+                v.push_str(&format!(",memory={m}"));
+            }
+            add("vga", v);
+        }
+    }
+    for (i, pci) in cfg.pci_devices.iter().enumerate() {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(h) = &pci.host {
+            parts.push(format!("host={h}"));
+        }
+        if let Some(m) = &pci.mapping {
+            parts.push(format!("mapping={m}"));
+        }
+        parts.push(format!("pcie={}", b01(pci.pcie)));
+        parts.push(format!("rombar={}", b01(!pci.hide_rombar)));
+        parts.push(format!("x-vga={}", b01(pci.x_vga)));
+        parts.push(format!("legacy-igd={}", b01(pci.legacy_igd)));
+        for (k, v) in [
+            ("device-id", &pci.device_id),
+            ("vendor-id", &pci.vendor_id),
+            ("sub-device-id", &pci.sub_device_id),
+            ("sub-vendor-id", &pci.sub_vendor_id),
+            ("mdev", &pci.mdev),
+            ("romfile", &pci.romfile),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{k}={v}"));
+            }
+        }
+        add(&format!("hostpci{i}"), parts.join(","));
+    }
+    for (i, s) in cfg.serials.iter().enumerate() {
+        add(&format!("serial{i}"), s.clone());
+    }
+    Ok(p)
+}
+
+/// First free slot of `bus` (for the cloud-init drive) given the VM's config keys.
+pub fn first_free_slot<'a>(bus: &str, keys: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let used: BTreeSet<&str> = keys.into_iter().collect();
+    (0..=bus_max(bus))
+        .map(|i| format!("{bus}{i}"))
+        .find(|s| !used.contains(s.as_str()))
+}
+
+/// The storage of the first disk (`local-lvm:vm-100-disk-0,…` → `local-lvm`).
+pub fn storage_of(volume_value: &str) -> Option<String> {
+    let first = volume_value.split(',').next()?;
+    let (st, _) = first.split_once(':')?;
+    Some(st.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_config::model::{EfiConfig, Vga};
+
+    fn disk(t: &str, size: &str) -> Disk {
+        Disk {
+            r#type: t.into(),
+            storage_pool: "local-lvm".into(),
+            storage_pool_type: None,
+            disk_size: size.into(),
+            format: "raw".into(),
+            cache_mode: "none".into(),
+            io_thread: false,
+            asyncio: None,
+            discard: false,
+            ssd: false,
+            exclude_from_backup: false,
+        }
+    }
+
+    fn get<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
+        p.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn packer_like_create_body() {
+        let mut cfg = ProxmoxIsoConfig {
+            memory: 2048,
+            cores: 2,
+            os: "l26".into(),
+            scsi_controller: "virtio-scsi-single".into(),
+            bios: Some("ovmf".into()),
+            machine: Some("q35".into()),
+            boot: Some("order=scsi0;ide2".into()),
+            tags: Some("a;b".into()),
+            vga: Some(Vga {
+                r#type: Some("virtio".into()),
+                memory: Some(32),
+            }),
+            efi_config: Some(EfiConfig {
+                efi_storage_pool: Some("local-lvm".into()),
+                efi_type: None,
+                efi_format: Some("raw".into()),
+                pre_enrolled_keys: true,
+            }),
+            serials: vec!["socket".into()],
+            ..ProxmoxIsoConfig::default()
+        };
+        let mut d = disk("scsi", "20G");
+        d.io_thread = true;
+        d.discard = true;
+        d.ssd = true;
+        cfg.disks = vec![d, disk("virtio", "512M")];
+        cfg.network_adapters = vec![NetworkAdapter {
+            bridge: "vmbr0".into(),
+            model: "virtio".into(),
+            mac_address: Some("repeatable".into()),
+            vlan_tag: Some("10".into()),
+            firewall: true,
+            mtu: Some(1),
+            packet_queues: Some(2),
+        }];
+        let boot = IsoAttach::boot(&cfg.boot_iso, "local:iso/u.iso".into());
+        let p = create_params(&cfg, 9000, "tpl", &[boot]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(get(&p, "name"), Some("tpl"));
+        assert_eq!(get(&p, "agent"), Some("1"));
+        assert_eq!(get(&p, "kvm"), Some("1"));
+        assert_eq!(get(&p, "memory"), Some("2048"));
+        assert_eq!(get(&p, "scsihw"), Some("virtio-scsi-single"));
+        assert_eq!(
+            get(&p, "scsi0"),
+            Some("local-lvm:20,cache=none,discard=on,format=raw,iothread=1,replicate=0,ssd=1")
+        );
+        assert_eq!(
+            get(&p, "virtio0"),
+            Some("local-lvm:1,cache=none,format=raw,replicate=0")
+        );
+        assert_eq!(get(&p, "ide2"), Some("local:iso/u.iso,media=cdrom"));
+        assert_eq!(
+            get(&p, "net0"),
+            Some("virtio=00:18:59:04:65:00,bridge=vmbr0,tag=10,firewall=1,mtu=1,queues=2")
+        );
+        assert_eq!(
+            get(&p, "efidisk0"),
+            Some("local-lvm:1,efitype=4m,format=raw,pre-enrolled-keys=1")
+        );
+        assert_eq!(get(&p, "vga"), Some("type=virtio,memory=32"));
+        assert_eq!(get(&p, "serial0"), Some("socket"));
+        assert_eq!(get(&p, "boot"), Some("order=scsi0;ide2"));
+        assert_eq!(get(&p, "tags"), Some("a;b"));
+        assert_eq!(get(&p, "pool"), None, "empty values are not sent");
+    }
+
+    #[test]
+    fn slots_static_isos_first_then_disks_then_dynamic_isos() {
+        let isos = vec![
+            IsoAttach {
+                bus: "ide".into(),
+                index: Some(0),
+                volid: "a".into(),
+            },
+            IsoAttach {
+                bus: "ide".into(),
+                index: None,
+                volid: "b".into(),
+            },
+        ];
+        let (d, i) =
+            assign_slots(&[disk("ide", "1G"), disk("scsi", "1G")], &isos).unwrap_or_default();
+        assert_eq!(d, vec![("ide1".to_string(), 0), ("scsi0".to_string(), 1)]);
+        assert_eq!(i, vec![("ide0".to_string(), 0), ("ide2".to_string(), 1)]);
+        let too_many = vec![disk("ide", "1G"); 5];
+        assert!(assign_slots(&too_many, &[])
+            .unwrap_err()
+            .contains("too many ide"));
+    }
+
+    #[test]
+    fn sizes_and_helpers() {
+        assert_eq!(disk_size_gib("20G"), Ok(20));
+        assert_eq!(disk_size_gib("1T"), Ok(1024));
+        assert_eq!(disk_size_gib("1536M"), Ok(2));
+        assert!(disk_size_gib("20GB").is_err());
+        assert_eq!(
+            first_free_slot("ide", ["ide0", "ide2"]),
+            Some("ide1".into())
+        );
+        assert_eq!(
+            storage_of("local-lvm:vm-100-disk-0,size=8G"),
+            Some("local-lvm".into())
+        );
+        assert_eq!(repeatable_mac(100, 1), "00:18:59:00:0C:81");
+    }
+}

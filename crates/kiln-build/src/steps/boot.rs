@@ -1,0 +1,264 @@
+//! The HTTP server step and the boot command step (`boot_wait`, then one `sendkey` per key,
+//! `boot_key_interval` apart, transient failures retried).
+
+use super::{bootkeys, BuildState, StepError};
+use crate::http::{
+    choose_http_ip, host_addresses, routed_source_ip, Fetch, HttpConfig, HttpServer,
+};
+use crate::pipeline::{mmss, Outcome, Step, StepContext};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct StepHttpServer;
+
+#[async_trait]
+impl Step<BuildState> for StepHttpServer {
+    fn name(&self) -> &str {
+        "http_server"
+    }
+
+    async fn run(&mut self, cx: &StepContext, st: &mut BuildState) -> Result<(), StepError> {
+        let cfg = &st.run.config;
+        let directory = cfg
+            .http_directory
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                let p = std::path::Path::new(d);
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    st.template_dir.join(p)
+                }
+            });
+        let hc = HttpConfig {
+            directory,
+            content: cfg
+                .http_content
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            bind_address: cfg.http_bind_address.clone(),
+            interface: cfg.http_interface.clone(),
+            port_min: cfg.http_port_min,
+            port_max: cfg.http_port_max,
+        };
+        if !hc.enabled() {
+            return Ok(());
+        }
+        let pve_host = st.client.as_ref().and_then(|c| {
+            c.base_url()
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_string())
+        });
+        let routed = pve_host.as_deref().and_then(routed_source_ip);
+        let ip = choose_http_ip(
+            hc.bind_address.as_deref(),
+            hc.interface.as_deref(),
+            &host_addresses(),
+            routed,
+        )
+        .map_err(|e| StepError::failed(e.to_string()))?;
+        let ui = cx.ui.clone();
+        let started = cx.started;
+        let log: Arc<dyn Fn(&Fetch) + Send + Sync> = Arc::new(move |f: &Fetch| {
+            let verb = if f.status < 400 {
+                "fetched"
+            } else {
+                "asked for"
+            };
+            ui.message(&format!(
+                "VM {verb} {} at {} (HTTP {} from {})",
+                f.path,
+                mmss(started.elapsed()),
+                f.status,
+                f.client.ip()
+            ));
+        });
+        let srv = HttpServer::start(hc, ip, log)
+            .await
+            .map_err(|e| StepError::failed(e.to_string()))?;
+        cx.ui.say(&format!(
+            "Starting HTTP server on port {} ({{{{ .HTTPIP }}}} = {})",
+            srv.port(),
+            ip
+        ));
+        st.http = Some(srv);
+        Ok(())
+    }
+
+    async fn cleanup(&mut self, cx: &StepContext, st: &mut BuildState, _outcome: Outcome) {
+        // always, whatever the outcome (also with -on-error=abort)
+        if let Some(srv) = st.http.take() {
+            let port = srv.port();
+            srv.stop().await;
+            cx.ui
+                .message(&format!("Stopped HTTP server on port {port}"));
+        }
+    }
+}
+
+/// Render `{{ .HTTPIP }}`, `{{ .HTTPPort }}` and `{{ .Name }}` in a boot command; anything else
+/// in `{{ }}` is an error (a typo would otherwise be typed into the console).
+pub fn render_boot_command(cmd: &str, ip: &str, port: u16, name: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = cmd;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after.find("}}").ok_or_else(|| {
+            format!(
+                "boot_command: unclosed {{{{ at byte {}",
+                cmd.len() - rest.len() + i
+            )
+        })?;
+        let inner = after[..j]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
+        match inner {
+            ".HTTPIP" => out.push_str(ip),
+            ".HTTPPort" => out.push_str(&port.to_string()),
+            ".Name" => out.push_str(name),
+            other => {
+                return Err(format!(
+                    "boot_command: unknown template field {{{{ {other} }}}} (known: .HTTPIP, .HTTPPort, .Name)"
+                ))
+            }
+        }
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `boot_key_interval`, else `PACKER_KEY_INTERVAL`, else 100 ms. (Packer's 5 ms loses keys under
+/// load — measured: keys < 50 ms apart get lost — so kiln's default is slower and safe.)
+pub fn key_interval(cfg: Option<Duration>, env: Option<&str>) -> Duration {
+    if let Some(d) = cfg {
+        return d;
+    }
+    if let Some(s) = env {
+        if let Some(ms) = s.strip_suffix("ms").and_then(|n| n.parse::<u64>().ok()) {
+            return Duration::from_millis(ms);
+        }
+        if let Some(secs) = s.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+            return Duration::from_secs_f64(secs.max(0.0));
+        }
+    }
+    Duration::from_millis(100)
+}
+
+pub struct StepBootCommand;
+
+#[async_trait]
+impl Step<BuildState> for StepBootCommand {
+    fn name(&self) -> &str {
+        "boot_command"
+    }
+
+    async fn run(&mut self, cx: &StepContext, st: &mut BuildState) -> Result<(), StepError> {
+        let cfg = st.run.config.clone();
+        if cfg.boot_command.is_empty() {
+            return Ok(());
+        }
+        let client = st.client()?;
+        let vmid = st.vmid()?;
+        let (ip, port) = st.http_ip_port();
+        let joined = cfg.boot_command.concat();
+        let rendered =
+            render_boot_command(&joined, &ip, port, &st.vm_name).map_err(StepError::Failed)?;
+        let actions = bootkeys::parse(&rendered).map_err(StepError::Failed)?;
+        if !cfg.boot_wait.is_zero() {
+            cx.ui.say(&format!(
+                "Waiting {} for boot",
+                crate::ui::fmt_duration(cfg.boot_wait)
+            ));
+            cx.sleep(cfg.boot_wait).await?;
+        }
+        let interval = key_interval(
+            cfg.boot_key_interval,
+            std::env::var("PACKER_KEY_INTERVAL").ok().as_deref(),
+        );
+        let nkeys = actions
+            .iter()
+            .filter(|a| matches!(a, bootkeys::Action::Key(_)))
+            .count();
+        cx.ui.say(&format!(
+            "Typing the boot command ({nkeys} keys, {} apart)",
+            crate::ui::fmt_duration(interval)
+        ));
+        let t0 = Instant::now();
+        for a in actions {
+            match a {
+                bootkeys::Action::Wait(d) => cx.sleep(d).await?,
+                bootkeys::Action::Key(k) => {
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        match client.sendkey(&st.node, vmid, &k).await {
+                            Ok(()) => break,
+                            // a lost answer may have typed the key: never repeat those
+                            Err(e) if attempt < 4 && e.is_not_sent() => {
+                                tracing::debug!(key = %k, error = %e, "sendkey failed, retrying");
+                                cx.sleep(Duration::from_millis(250 * attempt)).await?;
+                            }
+                            Err(e) => {
+                                return Err(StepError::failed(format!(
+                                    "Error running boot command: key {k:?}: {e}"
+                                )))
+                            }
+                        }
+                    }
+                    cx.sleep(interval).await?;
+                }
+            }
+        }
+        cx.ui.message(&format!(
+            "Boot command typed in {}",
+            crate::ui::fmt_duration(t0.elapsed())
+        ));
+        st.typed_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_known_fields_only() {
+        let s = render_boot_command(
+            "ds=nocloud-net;s=http://{{ .HTTPIP }}:{{.HTTPPort}}/ {{ .Name }}",
+            "10.0.0.1",
+            8888,
+            "vm",
+        );
+        assert_eq!(
+            s.as_deref(),
+            Ok("ds=nocloud-net;s=http://10.0.0.1:8888/ vm")
+        );
+        assert!(render_boot_command("{{ .HTTPPIP }}", "", 0, "")
+            .unwrap_err()
+            .contains("unknown template field"));
+        assert!(render_boot_command("{{ .HTTPIP", "", 0, "").is_err());
+        assert_eq!(
+            render_boot_command("<enter>", "", 0, "").as_deref(),
+            Ok("<enter>")
+        );
+    }
+
+    #[test]
+    fn key_interval_sources() {
+        assert_eq!(
+            key_interval(Some(Duration::from_millis(5)), Some("1s")),
+            Duration::from_millis(5)
+        );
+        assert_eq!(key_interval(None, Some("20ms")), Duration::from_millis(20));
+        assert_eq!(key_interval(None, Some("0.5s")), Duration::from_millis(500));
+        assert_eq!(key_interval(None, None), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,176 @@
+//! Connect to the PVE API: config keys with `PROXMOX_*` environment fallbacks, TLS verify / pin /
+//! insecure, password (ticket) or token, with clear messages for the usual failures.
+
+use super::{BuildState, StepError};
+use crate::pipeline::{Step, StepContext};
+use async_trait::async_trait;
+use kiln_config::model::ProxmoxIsoConfig;
+use kiln_pve::{Auth, Client, ConnectOptions, Secret, Tls};
+use std::sync::Arc;
+
+/// Build the client options from the config, falling back to `env` for unset keys.
+pub fn connect_options(
+    cfg: &ProxmoxIsoConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConnectOptions, String> {
+    let pick = |v: &Option<String>, k: &str| {
+        v.clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| env(k).filter(|s| !s.is_empty()))
+    };
+    let url = pick(&cfg.proxmox_url, "PROXMOX_URL")
+        .ok_or("proxmox_url must be specified (or set PROXMOX_URL)")?;
+    let username = pick(&cfg.username, "PROXMOX_USERNAME")
+        .ok_or("username must be specified (or set PROXMOX_USERNAME)")?;
+    let token = pick(&cfg.token, "PROXMOX_TOKEN");
+    let password = pick(&cfg.password, "PROXMOX_PASSWORD");
+    let auth = match (token, password) {
+        (Some(t), _) => {
+            if !username.contains('!') {
+                return Err(format!(
+                    "token is set but username {username:?} has no token id: use \"user@realm!tokenid\""
+                ));
+            }
+            Auth::Token {
+                token_id: username,
+                secret: Secret::new(t),
+            }
+        }
+        (None, Some(p)) => Auth::Password {
+            username,
+            password: Secret::new(p),
+        },
+        (None, None) => {
+            return Err(
+                "password or token must be specified (or set PROXMOX_PASSWORD / PROXMOX_TOKEN)"
+                    .into(),
+            )
+        }
+    };
+    let fp = pick(&cfg.proxmox_fingerprint, "PROXMOX_FINGERPRINT");
+    let mut o = ConnectOptions::new(url.clone(), auth);
+    o.tls = match fp {
+        Some(f) => Tls::Pin {
+            sha256_fingerprint: f,
+        },
+        None if cfg.insecure_skip_tls_verify => Tls::Insecure,
+        None => Tls::default(),
+    };
+    o.allow_http = url.starts_with("http://");
+    Ok(o)
+}
+
+/// The secrets of the connection (to mask in output).
+pub fn connection_secrets(
+    cfg: &ProxmoxIsoConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    for (val, k) in [
+        (&cfg.password, "PROXMOX_PASSWORD"),
+        (&cfg.token, "PROXMOX_TOKEN"),
+    ] {
+        if let Some(s) = val.clone().or_else(|| env(k)) {
+            if !s.is_empty() {
+                v.push(s);
+            }
+        }
+    }
+    v
+}
+
+pub struct StepConnect;
+
+#[async_trait]
+impl Step<BuildState> for StepConnect {
+    fn name(&self) -> &str {
+        "connect"
+    }
+
+    async fn run(&mut self, cx: &StepContext, st: &mut BuildState) -> Result<(), StepError> {
+        let env = |k: &str| std::env::var(k).ok();
+        for s in connection_secrets(&st.run.config, &env) {
+            cx.ui.ui().masker().add(&s);
+        }
+        let opts = connect_options(&st.run.config, &env).map_err(StepError::Failed)?;
+        let how = match (&opts.auth, &opts.tls) {
+            (Auth::Token { token_id, .. }, _) => format!("API token {token_id}"),
+            (Auth::Password { username, .. }, _) => format!("user {username}"),
+        };
+        let tls = match &opts.tls {
+            Tls::Pin { .. } => "certificate pinned by fingerprint",
+            Tls::Insecure => "TLS verification disabled (insecure_skip_tls_verify)",
+            Tls::Verify { .. } => "TLS verified",
+        };
+        cx.ui.say(&format!(
+            "Connecting to Proxmox VE at {} as {how} ({tls})",
+            opts.url
+        ));
+        let client = Client::connect(opts)
+            .await
+            .map_err(|e| StepError::failed(explain_connect(&e)))?;
+        let client = Arc::new(client);
+        if let Ok(v) = client.version().await {
+            cx.ui.message(&format!("Proxmox VE {}", v.version));
+        }
+        st.client = Some(client);
+        Ok(())
+    }
+}
+
+/// The client's messages already say what/why/what to try; add the build-level framing.
+fn explain_connect(e: &kiln_pve::Error) -> String {
+    match e.status() {
+        Some(401) => format!("Proxmox VE rejected the login: {e}\n  check username (user@realm), password or token (PROXMOX_PASSWORD / PROXMOX_TOKEN)"),
+        Some(403) => format!("Proxmox VE denied access: {e}\n  an API token with privilege separation starts with no permissions: grant it ACLs or disable privsep"),
+        _ => format!("cannot connect to Proxmox VE: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_fallbacks_token_precedence_and_tls() {
+        let cfg = ProxmoxIsoConfig {
+            node: "pve".into(),
+            ..ProxmoxIsoConfig::default()
+        };
+        let env = |k: &str| match k {
+            "PROXMOX_URL" => Some("https://pve:8006/api2/json".to_string()),
+            "PROXMOX_USERNAME" => Some("root@pam!kiln".to_string()),
+            "PROXMOX_PASSWORD" => Some("pw-123".to_string()),
+            "PROXMOX_TOKEN" => Some("tok-456".to_string()),
+            "PROXMOX_FINGERPRINT" => Some("AA:BB".to_string()),
+            _ => None,
+        };
+        let o = connect_options(&cfg, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(&o.auth, Auth::Token { token_id, .. } if token_id == "root@pam!kiln"));
+        assert!(matches!(&o.tls, Tls::Pin { .. }));
+        assert_eq!(
+            connection_secrets(&cfg, &env),
+            vec!["pw-123".to_string(), "tok-456".to_string()]
+        );
+        let cfg2 = ProxmoxIsoConfig {
+            proxmox_url: Some("http://10.0.0.1:8006".into()),
+            username: Some("root@pam".into()),
+            password: Some("x".into()),
+            insecure_skip_tls_verify: true,
+            ..ProxmoxIsoConfig::default()
+        };
+        let none = |_: &str| None;
+        let o = connect_options(&cfg2, &none).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(&o.auth, Auth::Password { .. }));
+        assert!(matches!(&o.tls, Tls::Insecure));
+        assert!(o.allow_http);
+        let cfg3 = ProxmoxIsoConfig {
+            proxmox_url: Some("https://x".into()),
+            username: Some("u@pam".into()),
+            ..ProxmoxIsoConfig::default()
+        };
+        assert!(connect_options(&cfg3, &none)
+            .unwrap_err()
+            .contains("password or token"));
+    }
+}
