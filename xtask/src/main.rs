@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: project automation that is not part of the product.
 //! Each task lives in its own module.
 
+mod bootcmd_corpus;
 mod regen_schema;
 mod test;
 mod test_guest;
@@ -22,6 +23,8 @@ enum Task {
     TestGuest(test_guest::Args),
     /// Regenerate the sandbox's PVE API schema file from the official apidoc.json
     RegenSchema(regen_schema::Args),
+    /// Extract the corpus boot_commands into kiln-bootcmd's test data
+    BootcmdCorpus(bootcmd_corpus::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test(a) => test::run(a),
         Task::TestGuest(a) => test_guest::run(a),
         Task::RegenSchema(a) => regen_schema::run(a),
+        Task::BootcmdCorpus(a) => bootcmd_corpus::run(a),
     }
 }
