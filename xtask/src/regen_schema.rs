@@ -95,19 +95,27 @@ later (AGPL-3.0-or-later). Only documentation keys were removed and endpoints se
 distributed under the same terms. 'formats' restates rules from pve-common/qemu-server/pve-storage \
 (AGPL-3.0-or-later) in the kiln project's own words. Do not edit by hand.";
 
+/// Remove documentation keys from a schema. Maps whose keys are *names* (`properties`, inline
+/// `format` objects, `items`' properties) keep all their keys: a parameter may be called `description`.
 fn strip_docs(v: &Value) -> Value {
+    strip(v, false)
+}
+
+fn strip(v: &Value, is_name_map: bool) -> Value {
     match v {
         Value::Object(m) => {
             let mut out = Map::new();
             for (k, val) in m {
-                if DOC_KEYS.contains(&k.as_str()) {
+                if !is_name_map && DOC_KEYS.contains(&k.as_str()) && !val.is_object() {
                     continue;
                 }
-                out.insert(k.clone(), strip_docs(val));
+                let child_is_map =
+                    !is_name_map && (k == "properties" || (k == "format" && val.is_object()));
+                out.insert(k.clone(), strip(val, child_is_map));
             }
             Value::Object(out)
         }
-        Value::Array(a) => Value::Array(a.iter().map(strip_docs).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| strip(x, false)).collect()),
         other => other.clone(),
     }
 }
@@ -188,7 +196,7 @@ pub fn generate(source: &Path) -> Result<String> {
             "protected": info.get("protected").cloned().unwrap_or(json!(0)),
             "proxyto": info.get("proxyto"),
             "additionalProperties": params.get("additionalProperties").cloned().unwrap_or(json!(0)),
-            "parameters": strip_docs(params.get("properties").unwrap_or(&json!({}))),
+            "parameters": strip(params.get("properties").unwrap_or(&json!({})), true),
             "returns": strip_docs(info.get("returns").unwrap_or(&Value::Null)),
         }));
     }

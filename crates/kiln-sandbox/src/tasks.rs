@@ -99,6 +99,18 @@ impl Tasks {
         let pid = std::process::id().wrapping_add(n + 1);
         let pstart = self.pstart_base + u64::from(n) + 1;
         let starttime = crate::auth::now();
+        // the UPID id field cannot hold ':' '/' or whitespace
+        let id: String = id
+            .chars()
+            .map(|c| {
+                if c == ':' || c == '/' || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let id = id.as_str();
         let upid = format!(
             "UPID:{}:{pid:08X}:{pstart:08X}:{starttime:08X}:{ty}:{id}:{user}:",
             self.node

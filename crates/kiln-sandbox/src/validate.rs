@@ -293,7 +293,7 @@ pub fn check_prop(
     // ---- enum
     if let Some(Value::Array(list)) = schema.get("enum") {
         let names: Vec<String> = list.iter().filter_map(scalar_text).collect();
-        if !names.iter().any(|n| *n == s) {
+        if !names.contains(&s) {
             return Err(format!(
                 "value '{s}' does not have a value in the enumeration '{}'",
                 names.join(", ")
