@@ -13,6 +13,8 @@ mod keys;
 mod ssh;
 mod wait;
 
+pub mod testsupport;
+
 pub use comm::{
     discard, shell_quote, CapturedOutput, Communicator, ExitStatus, LineBuffer, LineSink,
     DISCONNECTED_EXIT_CODE,
