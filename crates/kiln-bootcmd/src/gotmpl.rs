@@ -494,7 +494,7 @@ fn find_close(t: &str, from: usize) -> Option<usize> {
     while i + 1 < b.len() || (i < b.len() && in_str.is_some()) {
         let c = b[i];
         if in_comment {
-            if t[i..].starts_with("*/") {
+            if b[i..].starts_with(b"*/") {
                 in_comment = false;
                 i += 2;
                 continue;
@@ -507,13 +507,13 @@ fn find_close(t: &str, from: usize) -> Option<usize> {
             if c == q {
                 in_str = None;
             }
-        } else if t[i..].starts_with("/*") {
+        } else if b[i..].starts_with(b"/*") {
             in_comment = true;
             i += 2;
             continue;
         } else if c == b'"' || c == b'`' {
             in_str = Some(c);
-        } else if t[i..].starts_with("}}") {
+        } else if b[i..].starts_with(b"}}") {
             return Some(i);
         }
         i += 1;
