@@ -105,7 +105,10 @@ mod tests {
             .collect();
         assert_eq!(names, QKEYCODES, "regenerate src/keys_table.rs");
         for n in &names {
-            assert_eq!(parse(n).unwrap(), KeyChord(vec![Key::QCode(n)]), "{n}");
+            assert!(
+                matches!(&parse(n).unwrap().0[..], [Key::QCode(q)] if q == n),
+                "{n}"
+            );
             let chord = format!("ctrl-alt-{n}");
             assert_eq!(parse(&chord).unwrap().0.len(), 3, "{chord}");
             // HMP matching is case-sensitive

@@ -30,5 +30,5 @@ pub mod vm;
 
 pub use qga::{AgentError, QgaClient};
 pub use qmp::{QmpClient, QmpError, QmpEvent};
-pub use spec::{qemu_args, Accel, RunPaths, SpecError, VmSpec};
+pub use spec::{qemu_args, Accel, RunPaths, SpecError, VmSpec, VolumePathFn};
 pub use vm::{RunningVm, VmError, VmEvent, VmState, VmStatus};
