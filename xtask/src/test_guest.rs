@@ -239,7 +239,10 @@ fn debian_mirrors() -> Result<(String, Option<String>)> {
     )
 }
 
-fn pick_mirrors(entries: &[(String, Vec<String>)], suite: &str) -> Option<(String, Option<String>)> {
+fn pick_mirrors(
+    entries: &[(String, Vec<String>)],
+    suite: &str,
+) -> Option<(String, Option<String>)> {
     let find = |s: &str| {
         entries
             .iter()

@@ -1,0 +1,22 @@
+//! (a) The whole Packer-like flow with user-mode networking, the GRUB-editor boot command
+//! (`e` … `<f10>`), a virtio-scsi disk on i440fx, and the ACPI power button at the end.
+mod common;
+use common::*;
+use kiln_testguest::qemu::DiskBus;
+
+#[test]
+fn full_flow_user_net_edit_style_virtio_scsi_acpi_poweroff() {
+    if !kiln_testguest::e2e_enabled() {
+        return;
+    }
+    full_flow(&FullFlow {
+        name: "full-flow",
+        machine: "pc",
+        disk_bus: DiskBus::VirtioScsi,
+        nic_model: "virtio-net-pci",
+        use_netns: false,
+        console_style: false,
+        ds: "ds=nocloud-net\\;s={url}",
+        poweroff: PowerOff::AcpiButton,
+    });
+}

@@ -1,0 +1,24 @@
+//! (b) The whole flow through a tap on a bridge inside a network namespace with dnsmasq DHCP,
+//! on q35 with a SATA (AHCI) disk and CD-ROM, an e1000 NIC (Packer's default model), the GRUB
+//! console boot command (`c`, linux/initrd/boot) with a quoted `ds=`, the guest IP learned from
+//! QGA, and `shutdown -P now` at the end.
+mod common;
+use common::*;
+use kiln_testguest::qemu::DiskBus;
+
+#[test]
+fn full_flow_netns_tap_console_style_sata_e1000_shutdown() {
+    if !kiln_testguest::e2e_enabled() {
+        return;
+    }
+    full_flow(&FullFlow {
+        name: "netns-flow",
+        machine: "q35",
+        disk_bus: DiskBus::Sata,
+        nic_model: "e1000",
+        use_netns: true,
+        console_style: true,
+        ds: "\"ds=nocloud-net;s={url}\"",
+        poweroff: PowerOff::ShutdownCommand,
+    });
+}
