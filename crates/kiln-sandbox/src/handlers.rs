@@ -1082,6 +1082,22 @@ async fn vm_status(st: &State, p: &Params) -> ApiResult {
     Ok(Reply::data(v))
 }
 
+/// The config handed to kiln-qemu: local-lvm volumes are qcow2 files here, whatever `format=` the
+/// client gave (PVE's lvmthin volumes are raw block devices).
+fn qemu_config(conf: &Conf) -> BTreeMap<String, String> {
+    conf.iter()
+        .map(|(k, v)| {
+            let file = vms::drive_file(v);
+            if vms::is_drive_key(k) && file.starts_with(&format!("{LVM}:")) && !vms::is_cloudinit(v)
+            {
+                (k.clone(), vms::set_opt(v, "format", "qcow2"))
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect()
+}
+
 /// Start QEMU for a VM (caller holds the lock or runs in the task).
 async fn do_start(st: &Arc<State>, vmid: u32, log: &TaskLog) -> Result<(), String> {
     let conf = st
@@ -1104,7 +1120,7 @@ async fn do_start(st: &Arc<State>, vmid: u32, log: &TaskLog) -> Result<(), Strin
             .get("name")
             .cloned()
             .unwrap_or_else(|| format!("VM{vmid}")),
-        config: conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        config: qemu_config(&conf),
         volume_path: Box::new(move |volid: &str| {
             if volid.ends_with("-cloudinit") {
                 return st_res
