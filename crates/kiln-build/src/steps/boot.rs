@@ -1,7 +1,7 @@
 //! The HTTP server step and the boot command step (`boot_wait`, then one `sendkey` per key,
 //! `boot_key_interval` apart, transient failures retried).
 
-use super::{bootkeys, BuildState, StepError};
+use super::{BuildState, StepError};
 use crate::http::{
     choose_http_ip, host_addresses, routed_source_ip, Fetch, HttpConfig, HttpServer,
 };
@@ -99,41 +99,6 @@ impl Step<BuildState> for StepHttpServer {
     }
 }
 
-/// Render `{{ .HTTPIP }}`, `{{ .HTTPPort }}` and `{{ .Name }}` in a boot command; anything else
-/// in `{{ }}` is an error (a typo would otherwise be typed into the console).
-pub fn render_boot_command(cmd: &str, ip: &str, port: u16, name: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = cmd;
-    while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let j = after.find("}}").ok_or_else(|| {
-            format!(
-                "boot_command: unclosed {{{{ at byte {}",
-                cmd.len() - rest.len() + i
-            )
-        })?;
-        let inner = after[..j]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        match inner {
-            ".HTTPIP" => out.push_str(ip),
-            ".HTTPPort" => out.push_str(&port.to_string()),
-            ".Name" => out.push_str(name),
-            other => {
-                return Err(format!(
-                    "boot_command: unknown template field {{{{ {other} }}}} (known: .HTTPIP, .HTTPPort, .Name)"
-                ))
-            }
-        }
-        rest = &after[j + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// `boot_key_interval`, else `PACKER_KEY_INTERVAL`, else 100 ms. (Packer's 5 ms loses keys under
 /// load — measured: keys < 50 ms apart get lost — so kiln's default is slower and safe.)
 pub fn key_interval(cfg: Option<Duration>, env: Option<&str>) -> Duration {
@@ -167,10 +132,16 @@ impl Step<BuildState> for StepBootCommand {
         let client = st.client()?;
         let vmid = st.vmid()?;
         let (ip, port) = st.http_ip_port();
-        let joined = cfg.boot_command.concat();
-        let rendered =
-            render_boot_command(&joined, &ip, port, &st.vm_name).map_err(StepError::Failed)?;
-        let actions = bootkeys::parse(&rendered).map_err(StepError::Failed)?;
+        let data = kiln_bootcmd::gotmpl::Data::new()
+            .with("HTTPIP", &ip)
+            .with("HTTPPort", port)
+            .with("Name", &st.vm_name);
+        let interval = key_interval(
+            cfg.boot_key_interval,
+            std::env::var("PACKER_KEY_INTERVAL").ok().as_deref(),
+        );
+        let plan = kiln_bootcmd::plan(&cfg.boot_command, &data, interval)
+            .map_err(|e| StepError::failed(format!("Error preparing boot command: {e}")))?;
         if !cfg.boot_wait.is_zero() {
             cx.ui.say(&format!(
                 "Waiting {} for boot",
@@ -178,13 +149,10 @@ impl Step<BuildState> for StepBootCommand {
             ));
             cx.sleep(cfg.boot_wait).await?;
         }
-        let interval = key_interval(
-            cfg.boot_key_interval,
-            std::env::var("PACKER_KEY_INTERVAL").ok().as_deref(),
-        );
+        let actions: Vec<kiln_bootcmd::Action> = plan.steps.into_iter().map(|s| s.action).collect();
         let nkeys = actions
             .iter()
-            .filter(|a| matches!(a, bootkeys::Action::Key(_)))
+            .filter(|a| matches!(a, kiln_bootcmd::Action::Key(_)))
             .count();
         cx.ui.say(&format!(
             "Typing the boot command ({nkeys} keys, {} apart)",
@@ -193,8 +161,8 @@ impl Step<BuildState> for StepBootCommand {
         let t0 = Instant::now();
         for a in actions {
             match a {
-                bootkeys::Action::Wait(d) => cx.sleep(d).await?,
-                bootkeys::Action::Key(k) => {
+                kiln_bootcmd::Action::Wait(d) => cx.sleep(d).await?,
+                kiln_bootcmd::Action::Key(k) => {
                     let mut attempt = 0;
                     loop {
                         attempt += 1;
@@ -228,28 +196,6 @@ impl Step<BuildState> for StepBootCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renders_known_fields_only() {
-        let s = render_boot_command(
-            "ds=nocloud-net;s=http://{{ .HTTPIP }}:{{.HTTPPort}}/ {{ .Name }}",
-            "10.0.0.1",
-            8888,
-            "vm",
-        );
-        assert_eq!(
-            s.as_deref(),
-            Ok("ds=nocloud-net;s=http://10.0.0.1:8888/ vm")
-        );
-        assert!(render_boot_command("{{ .HTTPPIP }}", "", 0, "")
-            .unwrap_err()
-            .contains("unknown template field"));
-        assert!(render_boot_command("{{ .HTTPIP", "", 0, "").is_err());
-        assert_eq!(
-            render_boot_command("<enter>", "", 0, "").as_deref(),
-            Ok("<enter>")
-        );
-    }
 
     #[test]
     fn key_interval_sources() {

@@ -3,14 +3,13 @@
 //! shutdown → finalize (eject ISOs, cloud-init drive, unused disks, name/description) → template.
 
 pub mod boot;
-mod bootkeys;
 mod connect;
 mod finish;
 mod guest;
 mod iso;
 mod vm;
 
-pub use boot::{render_boot_command, StepBootCommand};
+pub use boot::StepBootCommand;
 pub use connect::{connect_options, StepConnect};
 pub use finish::{StepFinalize, StepShutdown, StepTemplate};
 pub use guest::{http_diagnosis, StepProvision, StepWaitGuest};
