@@ -2,6 +2,7 @@
 //! Each task lives in its own module.
 
 mod bootcmd_corpus;
+mod corpus;
 mod regen_schema;
 mod test;
 mod test_guest;
@@ -25,6 +26,8 @@ enum Task {
     RegenSchema(regen_schema::Args),
     /// Extract the corpus boot_commands into kiln-bootcmd's test data
     BootcmdCorpus(bootcmd_corpus::Args),
+    /// Snapshot the Packer template corpus into kiln-config's tests (+ golden inspect outputs)
+    Corpus(corpus::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Task::TestGuest(a) => test_guest::run(a),
         Task::RegenSchema(a) => regen_schema::run(a),
         Task::BootcmdCorpus(a) => bootcmd_corpus::run(a),
+        Task::Corpus(a) => corpus::run(a),
     }
 }

@@ -35,7 +35,7 @@ impl SourceFile {
 }
 
 /// `file:line:col`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
     pub file: PathBuf,
     pub line: usize,

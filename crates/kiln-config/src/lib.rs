@@ -8,6 +8,7 @@
 
 pub mod diag;
 pub mod functions;
+pub mod inspect;
 mod load;
 pub mod model;
 pub mod version;

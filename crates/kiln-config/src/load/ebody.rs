@@ -210,7 +210,12 @@ impl<'a> Dec<'a> {
         self.errs.push(d);
     }
 
+    /// An error about the block as a whole ("x must be specified"). Suppressed when an attribute
+    /// of the block already failed to evaluate: the missing value is most likely that one.
     pub fn err(&mut self, msg: impl Into<String>) {
+        if !self.body.failed.is_empty() {
+            return;
+        }
         self.errs.push(Diag::error(msg).at(&self.file, Some(self.span.clone())));
     }
 

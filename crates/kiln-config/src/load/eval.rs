@@ -63,6 +63,8 @@ pub struct Globals {
     pub packer: Value,
     pub func: FuncContext,
     pub cwd: PathBuf,
+    /// environment for env() (LoadOptions.env)
+    pub env: Vec<(String, String)>,
 }
 
 impl Globals {
@@ -79,6 +81,7 @@ impl Globals {
             packer,
             func,
             cwd,
+            env: Vec::new(),
         }
     }
 
@@ -439,6 +442,12 @@ impl<'a> Scope<'a> {
         }
         if name == "templatefile" {
             return self.templatefile(args);
+        }
+        if name == "env" && self.g.func.allow_env && args.len() == 1 {
+            if let Value::String(k) = &args[0] {
+                let v = self.g.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                return Ok(Value::String(v));
+            }
         }
         let ctx = &self.g.func;
         functions::call(name, args, ctx).map_err(|e| EvalError::msg(e.to_string()))

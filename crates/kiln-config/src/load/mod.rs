@@ -269,7 +269,8 @@ impl<'o> Loader<'o> {
         let fctx = |allow_env: bool| FuncContext { cwd: cwd.clone(), allow_env, now };
 
         // ---- variables ----
-        let default_globals = Globals::new(fctx(true), path_obj.clone(), packer_obj.clone());
+        let mut default_globals = Globals::new(fctx(true), path_obj.clone(), packer_obj.clone());
+        default_globals.env = self.opts.env.clone();
         let mut decls: IndexMap<String, VarDecl> = IndexMap::new();
         for b in &var_blocks {
             let name = b.labels[0].clone();

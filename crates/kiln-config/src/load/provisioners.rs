@@ -67,7 +67,7 @@ pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisione
                 binary: d.flag("binary"),
             };
             let n = [!s.inline.is_empty(), s.script.is_some(), !s.scripts.is_empty()].iter().filter(|x| **x).count();
-            if n != 1 {
+            if n != 1 && b.body.failed.is_empty() {
                 d.err("shell: exactly one of inline, script or scripts must be specified");
             }
             ProvisionerKind::Shell(s)
@@ -81,7 +81,7 @@ pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisione
                 direction: d.str("direction").unwrap_or_else(|| "upload".into()),
                 generated: d.flag("generated"),
             };
-            if f.source.is_none() && f.sources.is_empty() && f.content.is_none() {
+            if f.source.is_none() && f.sources.is_empty() && f.content.is_none() && b.body.failed.is_empty() {
                 d.err("file: one of source, sources or content must be specified");
             }
             if f.direction != "upload" && f.direction != "download" {
@@ -172,7 +172,7 @@ fn shell_local(d: &mut Dec) -> ShellLocal {
     };
     d.accept(&["env_var_format", "tempfile_extension"]);
     let n = [!s.inline.is_empty(), s.script.is_some(), !s.scripts.is_empty(), s.command.is_some()].iter().filter(|x| **x).count();
-    if n != 1 {
+    if n != 1 && d.body.failed.is_empty() {
         d.err("shell-local: exactly one of command, inline, script or scripts must be specified");
     }
     s

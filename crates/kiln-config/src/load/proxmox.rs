@@ -58,8 +58,14 @@ pub fn decode(
     c.proxmox_url = d.str("proxmox_url");
     if let Some(u) = &c.proxmox_url {
         let t = u.trim_end_matches('/').to_string();
-        if !(t.starts_with("http://") || t.starts_with("https://")) || t.len() < 10 {
-            d.err_at("proxmox_url", format!("could not parse proxmox_url: \"{u}\" is not an http(s) URL"));
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            d.err_at("proxmox_url", format!("could not parse proxmox_url: \"{u}\" is not a URL"));
+        } else if !(t.starts_with("http://") || t.starts_with("https://")) {
+            let a = &body.attrs["proxmox_url"];
+            cx.warnings.push(
+                Diag::warning(format!("proxmox_url \"{u}\" is not an http(s) URL; the build will fail to connect"))
+                    .at(&a.file, Some(a.span.clone())),
+            );
         }
         c.proxmox_url = Some(t);
     } else if !d.failed("proxmox_url") && !env_set(cx.env, "PROXMOX_URL") {
@@ -257,11 +263,15 @@ pub fn decode(
             boot.iso_target_extension = v.to_lowercase();
         }
     }
-    check_iso(&boot, "boot_iso", boot_block.map(|b| (&b.file, b.span.clone())).unwrap_or((file, d.span.clone())), d.errs);
+    if body.failed.is_empty() && boot_block.is_none_or(|b| b.body.failed.is_empty()) {
+        check_iso(&boot, "boot_iso", boot_block.map(|b| (&b.file, b.span.clone())).unwrap_or((file, d.span.clone())), d.errs);
+    }
     c.boot_iso = boot;
     for (i, b) in d.blocks("additional_iso_files").into_iter().enumerate() {
         let iso = decode_iso(b, false, Some(i), d.errs);
-        check_iso(&iso, &format!("additional_iso {i}"), (&b.file, b.span.clone()), d.errs);
+        if b.body.failed.is_empty() {
+            check_iso(&iso, &format!("additional_iso {i}"), (&b.file, b.span.clone()), d.errs);
+        }
         c.additional_iso_files.push(iso);
     }
 

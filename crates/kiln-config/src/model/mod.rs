@@ -65,7 +65,7 @@ pub struct Loaded {
 }
 
 /// Everything a `kiln build` needs, evaluated and validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildPlan {
     /// One entry per `proxmox-iso` source referenced by a `build` block, in build order,
     /// after `-only`/`-except`.
@@ -102,7 +102,7 @@ impl BuildPlan {
 }
 
 /// One source to build inside one build block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceRun {
     /// `build { name = … }`, if set.
     pub build_name: Option<String>,
@@ -127,7 +127,7 @@ impl SourceRun {
 }
 
 /// A source kiln does not build (`null`, `file`, …), kept so `inspect` can show it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct OtherRun {
     pub build_name: Option<String>,
     pub source_type: String,
@@ -145,7 +145,7 @@ impl OtherRun {
 }
 
 /// Where a variable's final value came from (later entries win over earlier ones).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum VarSource {
     Default,
     Env,
@@ -157,7 +157,7 @@ pub enum VarSource {
 }
 
 /// A declared `variable`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct VariableInfo {
     pub name: String,
     /// The type constraint as written (`string`, `list(string)`, …); `any` if omitted.
@@ -171,7 +171,7 @@ pub struct VariableInfo {
 }
 
 /// A `locals {}` entry or a `local "x" {}` block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LocalInfo {
     pub name: String,
     pub sensitive: bool,
@@ -181,14 +181,14 @@ pub struct LocalInfo {
 }
 
 /// The `packer {}` block(s).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Required {
     pub required_version: Option<String>,
     pub plugins: Vec<RequiredPlugin>,
 }
 
 /// One `required_plugins` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RequiredPlugin {
     /// Local name (`proxmox`, or whatever the template calls it).
     pub name: String,

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use std::time::Duration;
 
 /// One `provisioner "<type>" {}` block with the fields every provisioner has.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Provisioner {
     /// `name = …` (display name), if set.
     pub name: Option<String>,
@@ -27,7 +27,7 @@ impl Provisioner {
 }
 
 /// The provisioner types kiln implements.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum ProvisionerKind {
     Shell(Shell),
     File(FileProvisioner),
@@ -51,7 +51,7 @@ impl ProvisionerKind {
 }
 
 /// `provisioner "shell"`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Shell {
     pub inline: Vec<String>,
     /// Default `/bin/sh -e`.
@@ -82,7 +82,7 @@ pub struct Shell {
 }
 
 /// `provisioner "file"`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FileProvisioner {
     pub source: Option<String>,
     pub sources: Vec<String>,
@@ -94,7 +94,7 @@ pub struct FileProvisioner {
 }
 
 /// `provisioner "ansible"` (runs `ansible-playbook` on the build host).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Ansible {
     pub playbook_file: String,
     /// `None` = `ansible-playbook`.
@@ -130,7 +130,7 @@ pub struct Ansible {
 }
 
 /// `provisioner "ansible-local"` (runs Ansible inside the guest).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct AnsibleLocal {
     pub playbook_file: Option<String>,
     pub playbook_files: Vec<String>,
@@ -150,7 +150,7 @@ pub struct AnsibleLocal {
 }
 
 /// `provisioner "shell-local"` / `post-processor "shell-local"` (runs on the build host).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct ShellLocal {
     pub inline: Vec<String>,
     pub inline_shebang: Option<String>,
@@ -167,14 +167,14 @@ pub struct ShellLocal {
 }
 
 /// `provisioner "breakpoint"`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Breakpoint {
     pub note: Option<String>,
     pub disable: bool,
 }
 
 /// One `post-processor "<type>" {}` block.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PostProcessor {
     pub name: Option<String>,
     pub keep_input_artifact: Option<bool>,
@@ -185,7 +185,7 @@ pub struct PostProcessor {
 }
 
 /// The post-processor types kiln implements.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum PostProcessorKind {
     Manifest(Manifest),
     ShellLocal(ShellLocal),
@@ -201,7 +201,7 @@ impl PostProcessorKind {
 }
 
 /// `post-processor "manifest"`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Manifest {
     /// Default `packer-manifest.json`.
     pub output: String,

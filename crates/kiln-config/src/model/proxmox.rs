@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use std::time::Duration;
 
 /// The `proxmox-iso` builder configuration (plugin v1.2.4 surface).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProxmoxIsoConfig {
     // --- connection / auth (env fallbacks PROXMOX_* are applied by the build layer) ---
     pub proxmox_url: Option<String>,
@@ -107,14 +107,14 @@ pub struct ProxmoxIsoConfig {
 }
 
 /// `vga {}`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Vga {
     pub r#type: Option<String>,
     pub memory: Option<u32>,
 }
 
 /// `efi_config {}`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct EfiConfig {
     pub efi_storage_pool: Option<String>,
     /// Default `4m` when a pool is set.
@@ -124,7 +124,7 @@ pub struct EfiConfig {
 }
 
 /// `tpm_config {}`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Tpm {
     pub tpm_storage_pool: Option<String>,
     /// Default `v2.0`.
@@ -132,7 +132,7 @@ pub struct Tpm {
 }
 
 /// `rng0 {}`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Rng {
     pub source: String,
     pub max_bytes: u32,
@@ -140,7 +140,7 @@ pub struct Rng {
 }
 
 /// `pci_devices {}`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct PciDevice {
     pub host: Option<String>,
     pub mapping: Option<String>,
@@ -157,7 +157,7 @@ pub struct PciDevice {
 }
 
 /// `disks {}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Disk {
     /// `scsi` (default), `sata`, `virtio`, `ide`.
     pub r#type: String,
@@ -179,7 +179,7 @@ pub struct Disk {
 }
 
 /// `network_adapters {}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NetworkAdapter {
     pub bridge: String,
     /// Default `e1000`.
@@ -193,7 +193,7 @@ pub struct NetworkAdapter {
 }
 
 /// `boot_iso {}` and each `additional_iso_files {}` ("ISOsConfig").
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct IsoConfig {
     /// Bus: `ide` (default), `sata`, `scsi`.
     pub r#type: String,
@@ -224,7 +224,7 @@ pub type BootIso = IsoConfig;
 pub type AdditionalIso = IsoConfig;
 
 /// Communicator settings (`communicator`, `ssh_*`, `winrm_*`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Communicator {
     /// `communicator`: `ssh` (default), `winrm`, `none`.
     pub r#type: String,
