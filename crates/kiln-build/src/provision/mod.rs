@@ -253,3 +253,6 @@ pub(crate) fn fmt_dur(d: Duration) -> String {
 pub(crate) fn rand_suffix() -> u32 {
     rand::random::<u32>() % 9999
 }
+
+#[cfg(test)]
+mod tests;
