@@ -687,16 +687,12 @@ impl Client {
                     .exitstatus
                     .clone()
                     .unwrap_or_else(|| "unknown exit status".into());
-                if log
-                    .last()
-                    .is_some_and(|l| l.contains(&exitstatus) && log.len() > 1)
-                {
-                    // keep it; the last line usually repeats the error
-                } else if log.len() == 1 && log[0].contains(&exitstatus) {
+                // a log that only repeats the exit status adds nothing
+                if log.len() == 1 && log[0].contains(&exitstatus) {
                     log.clear();
                 }
                 return Err(Error::TaskFailed {
-                    upid: upid.clone(),
+                    upid: Box::new(upid.clone()),
                     exitstatus,
                     log,
                 });
@@ -704,7 +700,7 @@ impl Client {
             let elapsed = started.elapsed();
             if elapsed >= opts.timeout {
                 return Err(Error::TaskTimeout {
-                    upid: upid.clone(),
+                    upid: Box::new(upid.clone()),
                     waited: elapsed,
                 });
             }

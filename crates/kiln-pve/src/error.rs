@@ -66,7 +66,7 @@ pub enum Error {
     #[error("{}", task_failed_message(.upid, .exitstatus, .log))]
     TaskFailed {
         /// The task.
-        upid: Upid,
+        upid: Box<Upid>,
         /// PVE's exit status text (the error).
         exitstatus: String,
         /// Last lines of the task log.
@@ -76,7 +76,7 @@ pub enum Error {
     #[error("task {upid} did not finish within {}s (still running on the node; raise task_timeout for large ISOs or slow storage)", .waited.as_secs())]
     TaskTimeout {
         /// The task.
-        upid: Upid,
+        upid: Box<Upid>,
         /// How long we waited.
         waited: Duration,
     },
