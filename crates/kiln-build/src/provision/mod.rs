@@ -256,3 +256,6 @@ pub(crate) fn rand_suffix() -> u32 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod e2e_tests;
