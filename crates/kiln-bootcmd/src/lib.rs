@@ -115,19 +115,43 @@ pub fn plan(
     data: &dyn gotmpl::Lookup,
     key_interval: Duration,
 ) -> Result<Plan, PlanError> {
-    // Render per entry so template offsets map to the entry directly.
+    // Render per entry so template offsets map to the entry directly. Packer
+    // renders the joined string, so an action split across entries
+    // (`"{{ .HTTP", "IP }}"`) still works there: fall back to that.
     let mut rendered = Vec::with_capacity(commands.len());
+    let mut first_err = None;
     for (i, c) in commands.iter().enumerate() {
-        let r = gotmpl::render(c, data).map_err(|e| {
-            let (_, column, excerpt) = locate(std::slice::from_ref(c), e.offset);
-            PlanError::Template {
-                entry: i,
-                column,
-                excerpt,
-                message: e.message,
+        match gotmpl::render(c, data) {
+            Ok(r) => rendered.push(r),
+            Err(e) => {
+                let (_, column, excerpt) = locate(std::slice::from_ref(c), e.offset);
+                first_err = Some(PlanError::Template {
+                    entry: i,
+                    column,
+                    excerpt,
+                    message: e.message,
+                });
+                break;
             }
-        })?;
-        rendered.push(r);
+        }
+    }
+    if let Some(err) = first_err {
+        match gotmpl::render(&commands.concat(), data) {
+            Ok(joined) => rendered = vec![joined],
+            // an error inside one entry is reported as found there
+            Err(_) if !matches!(&err, PlanError::Template { message, .. } if message.starts_with("unclosed")) => {
+                return Err(err)
+            }
+            Err(e) => {
+                let (entry, column, excerpt) = locate(commands, e.offset);
+                return Err(PlanError::Template {
+                    entry,
+                    column,
+                    excerpt,
+                    message: e.message,
+                });
+            }
+        }
     }
     let joined: String = rendered.concat();
     let steps = keys::parse_steps(&joined).map_err(|e| {
@@ -196,6 +220,18 @@ mod tests {
             PlanError::Keys { entry, column, .. } => assert_eq!((entry, column), (1, 3)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn template_split_across_entries_renders_like_packer() {
+        let d = Data::new().with("HTTPIP", "10.0.2.2");
+        let p = plan(&["a{{ .HTT".into(), "PIP }}b".into()], &d, Duration::ZERO).unwrap();
+        assert_eq!(p.key_count(), 10);
+        let e = plan(&["a{{ .HTT".into(), "PIPX }}b".into()], &d, Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(&e, PlanError::Template { entry: 0, column: 5, message, .. } if message.contains(".HTTPIPX")),
+            "{e:?}"
+        );
     }
 
     #[test]
