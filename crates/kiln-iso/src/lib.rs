@@ -233,7 +233,7 @@ impl Fetcher {
                 .into_owned(),
             None => url.to_string(),
         };
-        let p = PathBuf::from(raw);
+        let p = PathBuf::from(raw.trim_start_matches("./"));
         if p.is_absolute() {
             p
         } else {
@@ -403,6 +403,8 @@ impl Fetcher {
 
         let path = self.cache_path(src);
         let spec_text = src.checksum.trim().to_string();
+        // The digest recorded for this spec by an earlier run: a re-download needs no checksum-file request.
+        let mut known: Option<Option<Digest>> = None;
         if path.is_file() {
             match self.read_meta(&path) {
                 Some(meta) if meta.spec == spec_text => {
@@ -423,6 +425,7 @@ impl Fetcher {
                         });
                     }
                     tracing::warn!(path = %path.display(), "cached ISO is corrupt; fetching it again");
+                    known = Some(meta.digest);
                 }
                 _ => {}
             }
@@ -430,7 +433,10 @@ impl Fetcher {
             let _ = std::fs::remove_file(Self::meta_path(&path));
         }
 
-        let digest = self.resolve_digest(spec, url).await?;
+        let digest = match known {
+            Some(d) => d,
+            None => self.resolve_digest(spec, url).await?,
+        };
         std::fs::create_dir_all(&self.cache_dir).map_err(io_err("create", &self.cache_dir))?;
         let part = Self::part_path(&path);
         let (bytes, resumed_from, got) = self

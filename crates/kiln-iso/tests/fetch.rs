@@ -286,6 +286,16 @@ async fn file_checksum_url_remote_and_local() {
         2,
         "no request at all on the second run, not even for SHA256SUMS"
     );
+    let mut data = std::fs::read(&got.path).expect("read");
+    data[7] ^= 1;
+    std::fs::write(&got.path, data).expect("corrupt");
+    let refetched = f.fetch(&src, &no_progress).await.expect("refetch");
+    assert!(matches!(refetched.action, Action::Downloaded { .. }));
+    assert_eq!(
+        requests(&srv).len(),
+        3,
+        "only the ISO is fetched again: the digest is on record"
+    );
 
     // file:./local checksum file, BSD format
     std::fs::write(
