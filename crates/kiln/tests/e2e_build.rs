@@ -1,0 +1,742 @@
+//! End-to-end: `kiln build examples/test-guest` against `kiln sandbox serve` (real QEMU, TCG) with
+//! the test-guest ISO, inside a network namespace this test creates. Gated by `KILN_E2E=1`; then
+//! every missing prerequisite is a failure.
+//!
+//! One test function runs the scenarios in sequence (they share the namespace and the 2 cores):
+//! 1. wrong password → exit 1, clear message, nothing created;
+//! 2. failed create task (sandbox fault injection) → exit 1, no VM, no generated ISO;
+//! 3. the full build → exit 0, the seed's sequence in the sandbox's events.jsonl and kiln's output,
+//!    HTTP port closed; then a linked clone of the template boots, cloud-init runs again, and SSH
+//!    shows the file the Ansible playbook wrote;
+//! 4. SIGINT during the guest wait → exit 130, no VM, no generated ISO, no listening port;
+//! 5. a boot command the guest never acts on → exit 1 with the "nothing fetched" diagnosis, no VM.
+//!
+//! No scenario may print a secret (API password, token, SSH private key).
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "E2e-Sandbox-Pw-7f3a";
+const TOKEN_ID: &str = "root@pam!e2e";
+const TOKEN_SECRET: &str = "5b1e0c2a-e2e0-4d7c-9a61-kiln0e2e0000";
+
+fn kiln() -> &'static str {
+    env!("CARGO_BIN_EXE_kiln")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn sh(cmd: &mut Command) -> (bool, String) {
+    match cmd.output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// A network namespace, deleted (with every process still in it) on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("kiln-bld-{}", std::process::id());
+        let (ok, out) = sh(Command::new("ip").args(["netns", "add", &name]));
+        assert!(ok, "ip netns add {name}: {out}");
+        sh(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Netns(name)
+    }
+    fn exec(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]);
+        c
+    }
+    fn listening_ports(&self) -> String {
+        sh(self.exec().args(["ss", "-ltnH"])).1
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let (_, pids) = sh(Command::new("ip").args(["netns", "pids", &self.0]));
+        for p in pids.split_whitespace() {
+            sh(Command::new("kill").args(["-TERM", p]));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, pids) = sh(Command::new("ip").args(["netns", "pids", &self.0]));
+        for p in pids.split_whitespace() {
+            sh(Command::new("kill").args(["-KILL", p]));
+        }
+        sh(Command::new("ip").args(["netns", "del", &self.0]));
+    }
+}
+
+/// `kiln sandbox serve` in the namespace; stopped on drop.
+struct Sandbox {
+    child: Child,
+    state: PathBuf,
+    url: String,
+    fingerprint: String,
+}
+
+impl Sandbox {
+    fn start(ns: &Netns, state: &Path, port: u16, extra: &[&str]) -> Sandbox {
+        std::fs::create_dir_all(state).ok();
+        let mut cmd = ns.exec();
+        cmd.arg(kiln())
+            .args(["sandbox", "serve", "--accel", "tcg", "--state"])
+            .arg(state)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--password",
+                PASSWORD,
+            ])
+            .args(["--token", &format!("{TOKEN_ID}={TOKEN_SECRET}")])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(must(
+                std::fs::File::create(state.with_extension("stderr")),
+                "sandbox stderr file",
+            )));
+        let mut child = must(cmd.spawn(), "start kiln sandbox serve");
+        let stdout = child.stdout.take();
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let mut r = BufReader::new(out);
+            must(r.read_line(&mut line), "read the sandbox's ready line");
+        }
+        let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+            let err = std::fs::read_to_string(state.with_extension("stderr")).unwrap_or_default();
+            panic!("sandbox ready line {line:?}: {e}\n{err}")
+        });
+        Sandbox {
+            child,
+            state: state.to_path_buf(),
+            url: v["url"].as_str().unwrap_or_default().to_string(),
+            fingerprint: v["fingerprint"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.state.join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// A PVE API call with the token, from inside the namespace.
+    fn api(&self, ns: &Netns, method: &str, path: &str, params: &[(&str, &str)]) -> Value {
+        let mut c = ns.exec();
+        c.args([
+            "curl",
+            "-sk",
+            "-X",
+            method,
+            "-H",
+            &format!("Authorization: PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"),
+        ]);
+        for (k, v) in params {
+            c.args(["--data-urlencode", &format!("{k}={v}")]);
+        }
+        c.arg(format!("{}{path}", self.url));
+        let (_, out) = sh(&mut c);
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    }
+
+    fn wait_task(&self, ns: &Netns, upid: &str, limit: Duration) -> String {
+        let node = upid.split(':').nth(1).unwrap_or("pve");
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            let v = self.api(
+                ns,
+                "GET",
+                &format!("/nodes/{node}/tasks/{upid}/status"),
+                &[],
+            );
+            if v["data"]["status"] == "stopped" {
+                return v["data"]["exitstatus"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("task {upid} did not finish in {limit:?}");
+    }
+
+    fn vm_ids(&self, ns: &Netns) -> Vec<u64> {
+        let v = self.api(ns, "GET", "/cluster/resources", &[("type", "vm")]);
+        v["data"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["vmid"].as_u64()).collect())
+            .unwrap_or_default()
+    }
+
+    fn isos(&self, ns: &Netns) -> Vec<String> {
+        let v = self.api(
+            ns,
+            "GET",
+            "/nodes/pve/storage/local/content",
+            &[("content", "iso")],
+        );
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["volid"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        sh(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Fixture {
+    dir: PathBuf,
+    key: PathBuf,
+    pubkey: String,
+    sums: PathBuf,
+    iso: PathBuf,
+}
+
+fn fixture(dir: &Path) -> Fixture {
+    let iso = must(kiln_testguest_iso(), "test-guest ISO");
+    let key = dir.join("id_ed25519");
+    let (ok, out) = sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-e2e", "-f"])
+        .arg(&key));
+    assert!(ok, "ssh-keygen (openssh-client): {out}");
+    let pubkey = must(
+        std::fs::read_to_string(dir.join("id_ed25519.pub")),
+        "public key",
+    )
+    .trim()
+    .to_string();
+    let real = must(std::fs::canonicalize(&iso), "canonicalize ISO");
+    let (ok, sum) = sh(Command::new("sha256sum").arg(&real));
+    assert!(ok, "sha256sum: {sum}");
+    let hex = sum
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let sums = dir.join("SHA256SUMS");
+    must(
+        std::fs::write(&sums, format!("{hex}  guest.iso\n")),
+        "write SHA256SUMS",
+    );
+    Fixture {
+        dir: dir.to_path_buf(),
+        key,
+        pubkey,
+        sums,
+        iso: real,
+    }
+}
+
+fn kiln_testguest_iso() -> Result<PathBuf, String> {
+    let p = match std::env::var_os("KILN_TEST_GUEST_ISO") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace().join("target/test-guest/guest.iso"),
+    };
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} missing: run `cargo xtask test-guest`",
+            p.display()
+        ))
+    }
+}
+
+/// Start `kiln build` in the namespace; output (stdout+stderr) goes to `log`.
+fn start_build(
+    ns: &Netns,
+    sb: &Sandbox,
+    fx: &Fixture,
+    password: &str,
+    extra: &[String],
+    log: &Path,
+) -> Child {
+    let out = must(std::fs::File::create(log), "build log");
+    let err = must(out.try_clone(), "build log");
+    let mut c = ns.exec();
+    c.arg(kiln())
+        .args(["build", "-timestamp-ui"])
+        .args(["-var", &format!("proxmox_url={}", sb.url)])
+        .args(["-var", &format!("ssh_public_key={}", fx.pubkey)])
+        .args([
+            "-var",
+            &format!("ssh_private_key_file={}", fx.key.display()),
+        ])
+        .args(["-var", &format!("iso_url={}", fx.iso.display())])
+        .args(["-var", &format!("iso_checksum=file:{}", fx.sums.display())])
+        .args(extra)
+        .arg(workspace().join("examples/test-guest"))
+        .env("PROXMOX_PASSWORD", password)
+        .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
+        .env_remove("PROXMOX_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    must(c.spawn(), "start kiln build")
+}
+
+fn wait_exit(child: &mut Child, limit: Duration, log: &Path) -> i32 {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code().unwrap_or(-1);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "kiln build still running after {limit:?}; output:\n{}",
+                read(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn assert_no_secrets(what: &str, text: &str, fx: &Fixture) {
+    let key = read(&fx.key);
+    let key_body: Vec<&str> = key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    for s in [PASSWORD, TOKEN_SECRET].iter().copied().chain(key_body) {
+        assert!(
+            !text.contains(s),
+            "{what}: a secret appears in kiln's output"
+        );
+    }
+}
+
+/// Index of the first line containing `needle` at or after `from`.
+fn pos(lines: &[&str], needle: &str, from: usize) -> usize {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| {
+            panic!(
+                "output has no line with {needle:?} after line {from}:\n{}",
+                lines.join("\n")
+            )
+        })
+}
+
+fn event_pos(ev: &[Value], from: usize, what: &str, f: impl Fn(&Value) -> bool) -> usize {
+    ev.iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, e)| f(e))
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("events.jsonl: no {what} after event #{from}"))
+}
+
+fn req(e: &Value, method: &str, path_end: &str) -> bool {
+    e["event"] == "request"
+        && e["method"] == method
+        && e["path"].as_str().is_some_and(|p| p.ends_with(path_end))
+}
+
+fn prerequisites() {
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("ansible-playbook", "ansible"),
+        ("ssh-keygen", "openssh-client"),
+        ("ssh", "openssh-client"),
+        ("curl", "curl"),
+        ("ss", "iproute2"),
+        ("xorriso", "xorriso"),
+        ("dnsmasq", "dnsmasq-base"),
+    ] {
+        let (ok, _) = sh(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+        assert!(
+            ok,
+            "prerequisite missing: {tool} (apt-get install -y {pkg})"
+        );
+    }
+    let (_, id) = sh(Command::new("id").arg("-u"));
+    assert_eq!(
+        id.trim(),
+        "0",
+        "the end-to-end build test needs root (network namespaces, QEMU taps)"
+    );
+}
+
+fn step_timings(out: &str) -> String {
+    out.lines()
+        .skip_while(|l| !l.contains("Step timings:"))
+        .take_while(|l| !l.contains("Build '"))
+        .map(|l| l.split_once(": ").map(|(_, r)| r).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn e2e_kiln_build_on_sandbox() {
+    if std::env::var("KILN_E2E").ok().as_deref() != Some("1") {
+        println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
+        return;
+    }
+    prerequisites();
+    let tmp = must(tempfile::tempdir(), "temp dir");
+    let fx = fixture(tmp.path());
+    let ns = Netns::new();
+    let t_all = Instant::now();
+
+    // ---- 1. wrong password --------------------------------------------------------------
+    let sb = Sandbox::start(&ns, &fx.dir.join("sb"), 8006, &[]);
+    let log = fx.dir.join("wrong-password.log");
+    let mut c = start_build(&ns, &sb, &fx, "not-the-password", &[], &log);
+    let code = wait_exit(&mut c, Duration::from_secs(120), &log);
+    let out = read(&log);
+    println!("--- wrong password (exit {code}) ---\n{out}");
+    assert_eq!(code, 1, "wrong password must exit 1");
+    assert!(
+        out.contains("rejected the login") && out.contains("401"),
+        "no clear 401 message:\n{out}"
+    );
+    assert!(
+        sb.vm_ids(&ns).is_empty(),
+        "a VM was created despite the failed login"
+    );
+    assert!(
+        !out.contains("not-the-password"),
+        "the wrong password was printed"
+    );
+    assert_no_secrets("wrong password", &out, &fx);
+
+    // ---- 2. failed create task (fault injection), on a second sandbox without network -------
+    {
+        let sb2 = Sandbox::start(
+            &ns,
+            &fx.dir.join("sb-fault"),
+            8007,
+            &[
+                "--network",
+                "off",
+                "--fail-task",
+                "qmcreate:1:unable to create VM 9000 - injected fault",
+            ],
+        );
+        let log = fx.dir.join("create-fault.log");
+        let mut c = start_build(&ns, &sb2, &fx, PASSWORD, &[], &log);
+        let code = wait_exit(&mut c, Duration::from_secs(300), &log);
+        let out = read(&log);
+        println!("--- failed create task (exit {code}) ---\n{out}");
+        assert_eq!(code, 1);
+        assert!(
+            out.contains("Error creating VM") && out.contains("injected fault"),
+            "unclear create error:\n{out}"
+        );
+        assert!(
+            sb2.vm_ids(&ns).is_empty(),
+            "VM left behind after a failed create"
+        );
+        let isos = sb2.isos(&ns);
+        assert!(
+            !isos.iter().any(|i| i.contains("kiln-")),
+            "generated ISO left behind: {isos:?}"
+        );
+        assert_no_secrets("create fault", &out, &fx);
+    }
+
+    // ---- 3. the full build ------------------------------------------------------------------
+    let log = fx.dir.join("build.log");
+    let t_build = Instant::now();
+    let mut c = start_build(&ns, &sb, &fx, PASSWORD, &[], &log);
+    let code = wait_exit(&mut c, Duration::from_secs(1500), &log);
+    let build_time = t_build.elapsed();
+    let out = read(&log);
+    println!(
+        "--- full build (exit {code}, {:.0} s) ---\n{out}",
+        build_time.as_secs_f64()
+    );
+    assert_eq!(code, 0, "kiln build failed");
+    assert_no_secrets("full build", &out, &fx);
+    let lines: Vec<&str> = out.lines().collect();
+    let a = pos(&lines, "VM fetched /user-data", 0);
+    pos(&lines, "VM fetched /meta-data", 0);
+    let b = pos(&lines, "Connected to SSH", a);
+    let c2 = pos(&lines, "status: done", b); // `cloud-init status --wait`
+    let d = pos(&lines, "PLAY RECAP", c2); // the ansible playbook
+    pos(&lines, "failed=0", d);
+    let e = pos(&lines, "Stopping VM", d);
+    let f = pos(&lines, "Converting VM to template", e);
+    let g = pos(&lines, "Stopped HTTP server on port", f);
+    pos(&lines, "A template was created: 9000", g);
+    let port = lines[g]
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let listening = ns.listening_ports();
+    assert!(
+        !listening.contains(&format!(":{port} ")),
+        "kiln's HTTP port {port} still open:\n{listening}"
+    );
+
+    let ev = sb.events();
+    let is_vm =
+        |e: &Value, action: &str| e["event"] == "vm" && e["vmid"] == 9000 && e["action"] == action;
+    let i1 = event_pos(&ev, 0, "VM created", |e| is_vm(e, "created"));
+    let i2 = event_pos(&ev, i1, "VM started", |e| is_vm(e, "started"));
+    let i3 = event_pos(&ev, i2, "keys typed", |e| {
+        e["event"] == "key" && e["vmid"] == 9000
+    });
+    let nkeys = ev
+        .iter()
+        .filter(|e| e["event"] == "key" && e["vmid"] == 9000)
+        .count();
+    assert!(nkeys >= 50, "only {nkeys} keys typed");
+    let i4 = event_pos(&ev, i3, "IP from the agent", |e| {
+        req(e, "GET", "/qemu/9000/agent/network-get-interfaces") && e["status"] == 200
+    });
+    let i5 = event_pos(&ev, i4, "shutdown", |e| {
+        req(e, "POST", "/qemu/9000/status/shutdown")
+    });
+    let i6 = event_pos(&ev, i5, "CD-ROM removed", |e| {
+        req(e, "POST", "/qemu/9000/config")
+            && e["params"]["delete"]
+                .as_str()
+                .is_some_and(|d| d.split(',').any(|x| x == "ide2"))
+    });
+    event_pos(&ev, i6, "template", |e| is_vm(e, "template"));
+    let isos = sb.isos(&ns);
+    assert!(
+        !isos.iter().any(|i| i.contains("kiln-")),
+        "generated ISO not deleted: {isos:?}"
+    );
+    let manifest = read(&workspace().join("examples/test-guest/manifest.json"));
+    assert!(
+        manifest.contains("\"artifact_id\": \"9000\""),
+        "manifest: {manifest}"
+    );
+    let _ = std::fs::remove_file(workspace().join("examples/test-guest/manifest.json"));
+
+    // the clone boots, cloud-init runs again, the playbook's file is there
+    let t_clone = Instant::now();
+    let r = sb.api(
+        &ns,
+        "POST",
+        "/nodes/pve/qemu/9000/clone",
+        &[("newid", "9100"), ("name", "kiln-clone")],
+    );
+    let upid = r["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("clone: {r}"))
+        .to_string();
+    assert!(sb
+        .wait_task(&ns, &upid, Duration::from_secs(120))
+        .starts_with("OK"));
+    let r = sb.api(&ns, "POST", "/nodes/pve/qemu/9100/status/start", &[]);
+    if let Some(u) = r["data"].as_str() {
+        assert!(
+            sb.wait_task(&ns, u, Duration::from_secs(120))
+                .starts_with("OK"),
+            "clone start"
+        );
+    }
+    let mut ip = String::new();
+    let t0 = Instant::now();
+    while ip.is_empty() && t0.elapsed() < Duration::from_secs(400) {
+        let v = sb.api(
+            &ns,
+            "GET",
+            "/nodes/pve/qemu/9100/agent/network-get-interfaces",
+            &[],
+        );
+        for i in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+            if i["name"] == "lo" {
+                continue;
+            }
+            for a in i["ip-addresses"].as_array().cloned().unwrap_or_default() {
+                if a["ip-address-type"] == "ipv4" {
+                    ip = a["ip-address"].as_str().unwrap_or_default().to_string();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    assert!(
+        !ip.is_empty(),
+        "the clone never reported an IP through the guest agent"
+    );
+    let mut ssh_out = String::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(240) {
+        let (ok, o) = sh(ns.exec().args(["ssh", "-i"]).arg(&fx.key).args([
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+            &format!("packer@{ip}"),
+            "cloud-init status --wait; test -f /var/lib/cloud/instance/boot-finished && echo cloud-init-ran-again; cat /etc/kiln-playbook",
+        ]));
+        ssh_out = o;
+        if ok && ssh_out.contains("built-by-kiln") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    println!(
+        "--- clone 9100 at {ip} ({:.0} s) ---\n{ssh_out}",
+        t_clone.elapsed().as_secs_f64()
+    );
+    assert!(
+        ssh_out.contains("status: done"),
+        "cloud-init on the clone: {ssh_out}"
+    );
+    assert!(
+        ssh_out.contains("cloud-init-ran-again"),
+        "cloud-init did not run again on the clone: {ssh_out}"
+    );
+    assert!(
+        ssh_out.contains("built-by-kiln"),
+        "the playbook's file is missing on the clone: {ssh_out}"
+    );
+    let r = sb.api(&ns, "POST", "/nodes/pve/qemu/9100/status/stop", &[]);
+    if let Some(u) = r["data"].as_str() {
+        sb.wait_task(&ns, u, Duration::from_secs(60));
+    }
+
+    // ---- 4. SIGINT during the guest wait ------------------------------------------------------
+    let log = fx.dir.join("sigint.log");
+    let extra: Vec<String> = ["-var", "vm_id=9001", "-var", "template_name=kiln-sigint"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut c = start_build(&ns, &sb, &fx, PASSWORD, &extra, &log);
+    let t0 = Instant::now();
+    while !read(&log).contains("Waiting for the guest's IP address") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "never reached the guest wait:\n{}",
+            read(&log)
+        );
+        assert!(
+            c.try_wait().ok().flatten().is_none(),
+            "build ended early:\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // `ip netns exec` execs kiln: the child's pid is kiln's
+    sh(Command::new("kill").args(["-INT", &c.id().to_string()]));
+    let code = wait_exit(&mut c, Duration::from_secs(120), &log);
+    let out = read(&log);
+    println!("--- SIGINT (exit {code}) ---\n{out}");
+    assert_eq!(code, 130, "Ctrl-C must exit 130");
+    assert!(
+        out.contains("Cancelling build after receiving interrupt") && out.contains("Deleting VM"),
+        "{out}"
+    );
+    assert!(
+        !sb.vm_ids(&ns).contains(&9001),
+        "VM 9001 left behind after SIGINT"
+    );
+    assert!(
+        !sb.isos(&ns).iter().any(|i| i.contains("kiln-")),
+        "generated ISO left behind after SIGINT"
+    );
+    let listening = ns.listening_ports();
+    assert!(
+        !listening
+            .lines()
+            .any(|l| (8800..=8899).any(|p| l.contains(&format!(":{p} ")))),
+        "HTTP port left open:\n{listening}"
+    );
+    assert_no_secrets("sigint", &out, &fx);
+
+    // ---- 5. a boot command the guest never acts on ---------------------------------------------
+    let log = fx.dir.join("bad-boot.log");
+    let extra: Vec<String> = [
+        "-var",
+        "vm_id=9002",
+        "-var",
+        "template_name=kiln-badboot",
+        "-var",
+        "boot_command_suffix= nothing-to-see",
+        "-var",
+        "ssh_timeout=100s",
+        "-http-diag-after",
+        "40",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = start_build(&ns, &sb, &fx, PASSWORD, &extra, &log);
+    let code = wait_exit(&mut c, Duration::from_secs(400), &log);
+    let out = read(&log);
+    println!("--- boot command never acted on (exit {code}) ---\n{out}");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("has not fetched anything from kiln's HTTP server"),
+        "no diagnosis:\n{out}"
+    );
+    assert!(
+        out.contains("kiln port open") && out.contains("boot command was not applied"),
+        "{out}"
+    );
+    assert!(out.contains("Timeout waiting for SSH"), "{out}");
+    assert!(!sb.vm_ids(&ns).contains(&9002), "VM 9002 left behind");
+    assert!(
+        !sb.isos(&ns).iter().any(|i| i.contains("kiln-")),
+        "generated ISO left behind"
+    );
+    assert_no_secrets("bad boot command", &out, &fx);
+
+    println!(
+        "\n=== e2e summary: full build {:.0} s, all scenarios {:.0} s ===\nstep timings of the full build:\n{}",
+        build_time.as_secs_f64(),
+        t_all.elapsed().as_secs_f64(),
+        step_timings(&read(&fx.dir.join("build.log")))
+    );
+}
