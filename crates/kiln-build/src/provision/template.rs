@@ -1,19 +1,44 @@
-//! The small part of Go's `text/template` that provisioner settings use: `{{ .Name }}` and the
-//! functions `{{ build_name }}` / `{{ build_type }}`, with `{{-`/`-}}` whitespace trimming.
+//! Go `text/template` strings in provisioner settings (`execute_command`, `inventory_file_template`,
+//! `extra_arguments`…), rendered with kiln-bootcmd's interpolator: `{{ .Name }}`, trim markers,
+//! comments, pipes, and the functions `build_name`, `build_type`, `timestamp`, `uuid`, `upper`…
+
+use kiln_bootcmd::gotmpl;
 
 /// A template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    #[error("template {template:?}: unknown value `{name}` (available here: {available})")]
-    Unknown {
-        template: String,
-        name: String,
-        available: String,
-    },
-    #[error("template {template:?}: unclosed `{{{{`")]
-    Unclosed { template: String },
-    #[error("template {template:?}: `{{{{ {action} }}}}` is not supported by kiln (only `{{{{ .Name }}}}`, `{{{{ build_name }}}}`, `{{{{ build_type }}}}`)")]
-    Unsupported { template: String, action: String },
+#[error("template {template:?}: {message}{}", available_hint(.available))]
+pub struct TemplateError {
+    pub template: String,
+    pub message: String,
+    pub available: Vec<String>,
+}
+
+fn available_hint(a: &[String]) -> String {
+    if a.is_empty() {
+        String::new()
+    } else {
+        format!(" (available here: {})", a.join(", "))
+    }
+}
+
+struct Adapter<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    available: &'a [&'a str],
+}
+
+impl gotmpl::Lookup for Adapter<'_> {
+    fn field(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+    fn function(&self, name: &str, args: &[String]) -> Option<Result<String, String>> {
+        match name {
+            "build_name" | "build_type" if args.is_empty() => (self.lookup)(name).map(Ok),
+            _ => None,
+        }
+    }
+    fn field_names(&self) -> Vec<String> {
+        self.available.iter().map(|s| s.to_string()).collect()
+    }
 }
 
 /// Render `tpl`, asking `lookup` for each name (`Vars` for `{{ .Vars }}`, `build_name` for
@@ -23,62 +48,14 @@ pub fn render(
     lookup: &dyn Fn(&str) -> Option<String>,
     available: &[&str],
 ) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(tpl.len());
-    let mut rest = tpl;
-    while let Some(start) = rest.find("{{") {
-        let mut before = &rest[..start];
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            return Err(TemplateError::Unclosed {
-                template: tpl.to_string(),
-            });
-        };
-        let mut action = &after[..end];
-        let mut tail = &after[end + 2..];
-        if let Some(a) = action.strip_prefix('-') {
-            action = a;
-            before = before.trim_end();
-        }
-        if let Some(a) = action.strip_suffix('-') {
-            action = a;
-            tail = tail.trim_start();
-        }
-        out.push_str(before);
-        let action = action.trim();
-        let name = if let Some(n) = action.strip_prefix('.') {
-            n
-        } else if action == "build_name" || action == "build_type" {
-            action
-        } else if action.starts_with("/*") && action.ends_with("*/") {
-            // a comment
-            rest = tail;
-            continue;
-        } else {
-            return Err(TemplateError::Unsupported {
-                template: tpl.to_string(),
-                action: action.to_string(),
-            });
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(TemplateError::Unsupported {
-                template: tpl.to_string(),
-                action: action.to_string(),
-            });
-        }
-        match lookup(name) {
-            Some(v) => out.push_str(&v),
-            None => {
-                return Err(TemplateError::Unknown {
-                    template: tpl.to_string(),
-                    name: name.to_string(),
-                    available: available.join(", "),
-                })
-            }
-        }
-        rest = tail;
+    if !tpl.contains("{{") {
+        return Ok(tpl.to_string());
     }
-    out.push_str(rest);
-    Ok(out)
+    gotmpl::render(tpl, &Adapter { lookup, available }).map_err(|e| TemplateError {
+        template: tpl.to_string(),
+        message: e.to_string(),
+        available: available.iter().map(|s| s.to_string()).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -116,21 +93,19 @@ mod tests {
             "a/tmp/script_1.shb"
         );
         assert_eq!(render("{{ build_name }}", &lk, &[]).expect("r"), "ubuntu");
+        assert_eq!(
+            render("{{ build_name | upper }}", &lk, &[]).expect("r"),
+            "UBUNTU"
+        );
         assert_eq!(render("no templates", &lk, &[]).expect("r"), "no templates");
     }
 
     #[test]
     fn errors_name_the_problem() {
         let e = render("{{ .Nope }}", &lk, &["Path", "Vars"]).expect_err("unknown");
-        assert!(e.to_string().contains("`Nope`"), "{e}");
+        assert!(e.to_string().contains("Nope"), "{e}");
         assert!(e.to_string().contains("Path, Vars"), "{e}");
-        assert!(matches!(
-            render("{{ .Path ", &lk, &[]),
-            Err(TemplateError::Unclosed { .. })
-        ));
-        assert!(matches!(
-            render("{{ user `x` }}", &lk, &[]),
-            Err(TemplateError::Unsupported { .. })
-        ));
+        assert!(render("{{ .Path ", &lk, &[]).is_err());
+        assert!(render("{{ nosuchfunc }}", &lk, &[]).is_err());
     }
 }
