@@ -470,16 +470,28 @@ impl SshCommunicator {
     /// A new session channel; if the connection turns out dead, reconnect once and retry.
     async fn channel(&self, cancel: &CancellationToken) -> Result<Channel<Msg>, CommError> {
         let c = self.live(cancel).await?;
-        match c.handle.channel_open_session().await {
-            Ok(ch) => Ok(ch),
-            Err(e) => {
-                debug!(error = %e, "opening a channel failed; reconnecting");
+        // a half-dead connection (VM rebooted without closing TCP) must not hang us
+        let limit = self.cfg.connect_timeout;
+        let first = tokio::time::timeout(limit, c.handle.channel_open_session()).await;
+        match first {
+            Ok(Ok(ch)) => Ok(ch),
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {limit:?}"),
+                };
+                debug!(error = %why, "opening a channel failed; reconnecting");
                 self.forget(&c).await;
                 let c = self.live(cancel).await?;
-                c.handle
-                    .channel_open_session()
-                    .await
-                    .map_err(|e| CommError::Channel(format!("cannot open a session channel: {e}")))
+                match tokio::time::timeout(limit, c.handle.channel_open_session()).await {
+                    Ok(Ok(ch)) => Ok(ch),
+                    Ok(Err(e)) => Err(CommError::Channel(format!(
+                        "cannot open a session channel: {e}"
+                    ))),
+                    Err(_) => Err(CommError::Channel(format!(
+                        "cannot open a session channel: no answer within {limit:?}"
+                    ))),
+                }
             }
         }
     }

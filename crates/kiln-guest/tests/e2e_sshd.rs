@@ -422,3 +422,116 @@ async fn wait_for_ssh_times_out_and_cancels() {
     assert!(matches!(r, Err(WaitError::Cancelled)), "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn host_key_pinning() {
+    if skip_unless_e2e() {
+        return;
+    }
+    let s = sshd();
+    let first = SshCommunicator::connect(cfg(&s, pw()))
+        .await
+        .expect("connect");
+    let fp = first.host_key_fingerprint().expect("fingerprint");
+    let mut pinned = cfg(&s, pw());
+    pinned.host_key = kiln_guest::HostKeyPolicy::Pinned(vec![fp.clone()]);
+    SshCommunicator::connect(pinned.clone())
+        .await
+        .expect("pinned key accepted");
+    // the OpenSSH public key line works too
+    let line = std::fs::read_to_string(s.scratch().join("host_ed25519.pub")).expect("host pub");
+    pinned.host_key = kiln_guest::HostKeyPolicy::Pinned(vec![line.trim().to_string()]);
+    SshCommunicator::connect(pinned.clone())
+        .await
+        .expect("pinned line accepted");
+    pinned.host_key = kiln_guest::HostKeyPolicy::Pinned(vec![
+        "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+    ]);
+    let e = SshCommunicator::connect(pinned)
+        .await
+        .expect_err("wrong pin");
+    assert!(matches!(e, ConnectError::HostKeyRejected { .. }), "{e:?}");
+    assert!(e.is_fatal());
+    assert!(e.to_string().contains(&fp), "{e}");
+}
+
+#[tokio::test]
+async fn bastion_tunnel() {
+    if skip_unless_e2e() {
+        return;
+    }
+    // the bastion is the same sshd; the target is reached through a direct-tcpip channel
+    let s = sshd();
+    let mut c = SshConfig::new("127.0.0.1", TEST_USER, pw());
+    c.port = s.port();
+    c.bastion = Some(Box::new(kiln_guest::BastionConfig {
+        host: "127.0.0.1".into(),
+        port: s.port(),
+        username: TEST_USER.into(),
+        auth: pw(),
+    }));
+    let comm = SshCommunicator::connect(c.clone())
+        .await
+        .expect("via bastion");
+    let o = comm
+        .exec_capture("echo tunnelled", &CancellationToken::new())
+        .await
+        .expect("exec");
+    assert_eq!(o.stdout, "tunnelled\n");
+    assert!(
+        s.log_text().contains("direct-tcpip") || s.log_text().contains("Accepted"),
+        "{}",
+        s.log_text()
+    );
+    // a bastion with bad credentials names the bastion
+    if let Some(b) = c.bastion.as_mut() {
+        b.auth = vec![SshAuth::Password("nope".into())];
+    }
+    let e = SshCommunicator::connect(c).await.expect_err("bad bastion");
+    assert!(matches!(e, ConnectError::Bastion { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn agent_auth() {
+    if skip_unless_e2e() {
+        return;
+    }
+    let s = sshd();
+    let key = s.make_key("ed25519", false, "").expect("key");
+    let sock = s.scratch().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client)");
+    let start = Instant::now();
+    while !sock.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .expect("ssh-add");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // AgentClient::connect_env reads SSH_AUTH_SOCK; this test binary sets it only for itself
+    #[allow(unsafe_code)]
+    // SAFETY: no other test in this binary reads or writes SSH_AUTH_SOCK.
+    unsafe {
+        std::env::set_var("SSH_AUTH_SOCK", &sock);
+    }
+    let r = SshCommunicator::connect(cfg(&s, vec![SshAuth::Agent])).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let c = r.expect("agent auth");
+    let o = c
+        .exec_capture("echo via-agent", &CancellationToken::new())
+        .await
+        .expect("exec");
+    assert_eq!(o.stdout, "via-agent\n");
+}
