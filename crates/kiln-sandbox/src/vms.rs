@@ -287,6 +287,23 @@ mod tests {
         assert_eq!(digest(&back), digest(&c));
     }
 
+    #[tokio::test]
+    async fn lock_timeout_message() {
+        let locks = Locks::default();
+        let g = locks.lock(100, Duration::from_secs(1)).await.unwrap();
+        let e = locks
+            .lock(100, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+        );
+        drop(g);
+        assert!(locks.lock(100, Duration::from_millis(50)).await.is_ok());
+        assert!(locks.lock(101, Duration::from_millis(50)).await.is_ok());
+    }
+
     #[test]
     fn drive_helpers() {
         assert!(is_drive_key("scsi0") && is_drive_key("ide2") && is_drive_key("efidisk0"));
