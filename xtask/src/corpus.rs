@@ -33,11 +33,17 @@ const FIXTURES: &[(&str, &str)] = &[
 ];
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn wanted(rel: &Path) -> bool {
-    let name = rel.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let lower = name.to_lowercase();
     if lower == "source.md" || lower.starts_with("license") || lower.starts_with("copying") {
         return true;
@@ -45,12 +51,28 @@ fn wanted(rel: &Path) -> bool {
     if ["user-data", "meta-data", "vendor-data", "network-config"].contains(&name.as_str()) {
         return true;
     }
-    if lower.ends_with(".md") || lower.ends_with(".sh") || lower.ends_with(".ps1") || lower.ends_with(".j2") || lower.ends_with(".py") {
+    if lower.ends_with(".md")
+        || lower.ends_with(".sh")
+        || lower.ends_with(".ps1")
+        || lower.ends_with(".j2")
+        || lower.ends_with(".py")
+    {
         return false;
     }
-    [".hcl", ".json", ".jsonc", ".example", ".template", ".tmpl", ".pkrtpl", ".yaml", ".yml", ".cfg"]
-        .iter()
-        .any(|e| lower.ends_with(e))
+    [
+        ".hcl",
+        ".json",
+        ".jsonc",
+        ".example",
+        ".template",
+        ".tmpl",
+        ".pkrtpl",
+        ".yaml",
+        ".yml",
+        ".cfg",
+    ]
+    .iter()
+    .any(|e| lower.ends_with(e))
         || lower.contains(".pkrtpl")
 }
 
@@ -86,7 +108,8 @@ pub fn run(args: Args) -> Result<()> {
         let name = repo.file_name();
         let out_repo = dest.join(&name);
         if out_repo.exists() {
-            std::fs::remove_dir_all(&out_repo).with_context(|| format!("removing {}", out_repo.display()))?;
+            std::fs::remove_dir_all(&out_repo)
+                .with_context(|| format!("removing {}", out_repo.display()))?;
         }
         repos += 1;
         for ent in walkdir::WalkDir::new(repo.path()).follow_links(false) {
@@ -101,7 +124,11 @@ pub fn run(args: Args) -> Result<()> {
             if ft.is_symlink() {
                 let target = std::fs::read_link(ent.path())?;
                 // keep links whose target is something we copy (file) or a directory
-                let resolved = ent.path().parent().map(|p| p.join(&target)).unwrap_or_default();
+                let resolved = ent
+                    .path()
+                    .parent()
+                    .map(|p| p.join(&target))
+                    .unwrap_or_default();
                 if resolved.is_dir() || wanted(&resolved) || wanted(inner) {
                     std::fs::create_dir_all(out.parent().unwrap_or(&dest))?;
                     std::os::unix::fs::symlink(&target, &out)?;
@@ -117,7 +144,8 @@ pub fn run(args: Args) -> Result<()> {
             if let Some(target) = symlink_target(ent.path()) {
                 std::os::unix::fs::symlink(&target, &out)?;
             } else {
-                std::fs::copy(ent.path(), &out).with_context(|| format!("copying {}", ent.path().display()))?;
+                std::fs::copy(ent.path(), &out)
+                    .with_context(|| format!("copying {}", ent.path().display()))?;
                 let mut perm = std::fs::metadata(&out)?.permissions();
                 #[allow(clippy::permissions_set_readonly_false)]
                 perm.set_readonly(false);
@@ -138,7 +166,10 @@ pub fn run(args: Args) -> Result<()> {
             std::fs::copy(&src, dest.join(format!("CORPUS-{f}")))?;
         }
     }
-    println!("copied {copied} files from {repos} repositories into {}", dest.display());
+    println!(
+        "copied {copied} files from {repos} repositories into {}",
+        dest.display()
+    );
     if !args.no_golden {
         let status = Command::new(env!("CARGO"))
             .args(["test", "-p", "kiln-config", "--test", "corpus"])

@@ -18,7 +18,11 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(path: &Path, name: String, text: String) -> Arc<SourceFile> {
-        Arc::new(SourceFile { path: path.to_path_buf(), name, text: Arc::from(text) })
+        Arc::new(SourceFile {
+            path: path.to_path_buf(),
+            name,
+            text: Arc::from(text),
+        })
     }
 
     /// 1-based line and column of a byte offset.
@@ -83,14 +87,21 @@ impl Diag {
     }
 
     pub fn warning(message: impl Into<String>) -> Diag {
-        Diag { severity: Severity::Warning, ..Diag::error(message) }
+        Diag {
+            severity: Severity::Warning,
+            ..Diag::error(message)
+        }
     }
 
     /// Attach a position in a file.
     pub fn at(mut self, file: &Arc<SourceFile>, span: Option<Range<usize>>) -> Diag {
         let start = span.as_ref().map(|r| r.start).unwrap_or(0);
         let (line, column) = file.line_col(start);
-        self.location = Some(Location { file: PathBuf::from(&file.name), line, column });
+        self.location = Some(Location {
+            file: PathBuf::from(&file.name),
+            line,
+            column,
+        });
         self.source = Some(file.clone());
         self.span = span;
         self
@@ -98,7 +109,11 @@ impl Diag {
 
     /// Attach a position when only a file is known (line/col computed from a byte offset).
     pub fn at_file(mut self, file: &Arc<SourceFile>) -> Diag {
-        self.location = Some(Location { file: PathBuf::from(&file.name), line: 1, column: 1 });
+        self.location = Some(Location {
+            file: PathBuf::from(&file.name),
+            line: 1,
+            column: 1,
+        });
         self.source = Some(file.clone());
         self
     }
@@ -162,20 +177,21 @@ impl Diagnostic for Diag {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        if self.span.is_none() {
-            return None;
-        }
+        self.span.as_ref()?;
         self.source.as_ref().map(|s| s as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.span.clone()?;
         let len = span.end.saturating_sub(span.start);
-        let label = LabeledSpan::new_with_span(self.label.clone(), SourceSpan::from((span.start, len)));
+        let label =
+            LabeledSpan::new_with_span(self.label.clone(), SourceSpan::from((span.start, len)));
         Some(Box::new(std::iter::once(label)))
     }
 }
@@ -187,7 +203,10 @@ impl SourceCode for SourceFile {
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
-        let inner = self.text.as_ref().read_span(span, context_lines_before, context_lines_after)?;
+        let inner =
+            self.text
+                .as_ref()
+                .read_span(span, context_lines_before, context_lines_after)?;
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.name.clone(),
             inner.data(),
@@ -208,7 +227,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn single(d: Diag) -> ConfigError {
-        ConfigError { errors: vec![d], warnings: Vec::new() }
+        ConfigError {
+            errors: vec![d],
+            warnings: Vec::new(),
+        }
     }
 }
 

@@ -34,7 +34,10 @@ fn compact(v: &J) -> String {
     }
     match v {
         J::Object(m) => {
-            let inner: Vec<String> = m.iter().map(|(k, x)| format!("{k}: {}", compact(x))).collect();
+            let inner: Vec<String> = m
+                .iter()
+                .map(|(k, x)| format!("{k}: {}", compact(x)))
+                .collect();
             format!("{{{}}}", inner.join(", "))
         }
         J::Array(a) => format!("[{}]", a.iter().map(compact).collect::<Vec<_>>().join(", ")),
@@ -57,7 +60,11 @@ fn diff(out: &mut String, prefix: &str, v: &J, default: &J, indent: &str) {
     match (v, default) {
         (J::Object(a), J::Object(b)) if dur(v).is_none() => {
             for (k, x) in a {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 diff(out, &key, x, b.get(k).unwrap_or(&J::Null), indent);
             }
         }
@@ -99,7 +106,11 @@ pub fn render(plan: &BuildPlan) -> String {
             VarSource::Cli => "-var",
             VarSource::Unset => "unset",
         };
-        let _ = writeln!(out, "  var.{}: {} = {}  ({src})", v.name, v.type_expr, value);
+        let _ = writeln!(
+            out,
+            "  var.{}: {} = {}  ({src})",
+            v.name, v.type_expr, value
+        );
     }
     let _ = writeln!(out, "\nLocals:");
     if plan.locals.is_empty() {
@@ -126,24 +137,49 @@ pub fn render(plan: &BuildPlan) -> String {
     if plan.runs.is_empty() && plan.other_runs.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
-    let default = serde_json::to_value(crate::model::ProxmoxIsoConfig::default()).unwrap_or(J::Null);
+    let default =
+        serde_json::to_value(crate::model::ProxmoxIsoConfig::default()).unwrap_or(J::Null);
     for r in &plan.runs {
-        let b = r.build_name.as_ref().map(|b| format!("{b}: ")).unwrap_or_default();
+        let b = r
+            .build_name
+            .as_ref()
+            .map(|b| format!("{b}: "))
+            .unwrap_or_default();
         let _ = writeln!(out, "  {b}{}", r.full_name());
         let _ = writeln!(out, "    settings:");
         let cfg = serde_json::to_value(&r.config).unwrap_or(J::Null);
         diff(&mut out, "", &cfg, &default, "      ");
-        steps(&mut out, &serde_json::to_value(&r.provisioners).unwrap_or(J::Null), "provisioners");
-        steps(&mut out, &serde_json::to_value(&r.post_processors).unwrap_or(J::Null), "post-processors");
+        steps(
+            &mut out,
+            &serde_json::to_value(&r.provisioners).unwrap_or(J::Null),
+            "provisioners",
+        );
+        steps(
+            &mut out,
+            &serde_json::to_value(&r.post_processors).unwrap_or(J::Null),
+            "post-processors",
+        );
     }
     for r in &plan.other_runs {
-        let b = r.build_name.as_ref().map(|b| format!("{b}: ")).unwrap_or_default();
+        let b = r
+            .build_name
+            .as_ref()
+            .map(|b| format!("{b}: "))
+            .unwrap_or_default();
         let _ = writeln!(out, "  {b}{} (not built by kiln)", r.full_name());
         for (k, v) in &r.settings {
             let _ = writeln!(out, "      {k} = {}", compact(v));
         }
-        steps(&mut out, &serde_json::to_value(&r.provisioners).unwrap_or(J::Null), "provisioners");
-        steps(&mut out, &serde_json::to_value(&r.post_processors).unwrap_or(J::Null), "post-processors");
+        steps(
+            &mut out,
+            &serde_json::to_value(&r.provisioners).unwrap_or(J::Null),
+            "provisioners",
+        );
+        steps(
+            &mut out,
+            &serde_json::to_value(&r.post_processors).unwrap_or(J::Null),
+            "post-processors",
+        );
     }
     plan.mask(&out)
 }
@@ -155,13 +191,23 @@ fn steps(out: &mut String, list: &J, title: &str) {
     }
     let _ = writeln!(out, "    {title}:");
     for (i, p) in items.iter().enumerate() {
-        let (ty, body) = match p.get("kind").and_then(|k| k.as_object()).and_then(|k| k.iter().next()) {
+        let (ty, body) = match p
+            .get("kind")
+            .and_then(|k| k.as_object())
+            .and_then(|k| k.iter().next())
+        {
             Some((t, b)) => (t.clone(), b.clone()),
             None => ("?".into(), J::Null),
         };
         let loc = p
             .get("location")
-            .and_then(|l| Some(format!(" ({}:{})", l.get("file")?.as_str()?, l.get("line")?)))
+            .and_then(|l| {
+                Some(format!(
+                    " ({}:{})",
+                    l.get("file")?.as_str()?,
+                    l.get("line")?
+                ))
+            })
             .unwrap_or_default();
         let _ = writeln!(out, "      {}. {}{loc}", i + 1, kebab(&ty));
         let mut common = serde_json::Map::new();

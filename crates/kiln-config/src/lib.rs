@@ -6,7 +6,11 @@
 //! # Ok::<(), kiln_config::ConfigError>(())
 //! ```
 
+// Diagnostics carry their source file and span; they are big by design and rare.
+#![allow(clippy::result_large_err)]
+
 pub mod diag;
+pub mod fmt;
 pub mod functions;
 pub mod inspect;
 mod load;

@@ -45,7 +45,7 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
 
-pub fn options(row: &Row, cwd: &Path) -> LoadOptions {
+fn options(row: &Row, cwd: &Path) -> LoadOptions {
     LoadOptions {
         vars: row.vars.clone(),
         var_files: row.var_files.iter().map(PathBuf::from).collect(),
@@ -59,7 +59,8 @@ pub fn options(row: &Row, cwd: &Path) -> LoadOptions {
 
 fn normalise(s: &str, corpus: &Path) -> String {
     let s = s.replace(&corpus.display().to_string(), "<corpus>");
-    let uuid = regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
+    let uuid =
+        regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
     let s = uuid.replace_all(&s, "<uuid>").to_string();
     let bcrypt = regex::Regex::new(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}").unwrap();
     bcrypt.replace_all(&s, "<bcrypt>").to_string()
@@ -68,7 +69,8 @@ fn normalise(s: &str, corpus: &Path) -> String {
 #[test]
 fn corpus_rows() {
     let corpus = corpus_dir();
-    let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(corpus.join("rows.json")).unwrap()).unwrap();
+    let rows: Vec<Row> =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("rows.json")).unwrap()).unwrap();
     assert_eq!(rows.len(), 34, "the corpus has 34 template rows");
     let update = std::env::var("KILN_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
@@ -79,28 +81,50 @@ fn corpus_rows() {
         let res = kiln_config::load(Path::new(&row.path), &opts);
         let verdict = match &res {
             Ok(_) => "valid".to_string(),
-            Err(e) if e.errors.iter().any(|d| d.message.contains("JSON templates are not supported")) => "json".to_string(),
+            Err(e)
+                if e.errors
+                    .iter()
+                    .any(|d| d.message.contains("JSON templates are not supported")) =>
+            {
+                "json".to_string()
+            }
             Err(_) => "invalid".to_string(),
         };
         let first = match &res {
-            Ok(l) => format!("{} build(s), {} warning(s)", l.plan.runs.len(), l.warnings.len()),
+            Ok(l) => format!(
+                "{} build(s), {} warning(s)",
+                l.plan.runs.len(),
+                l.warnings.len()
+            ),
             Err(e) => e.errors.first().map(|d| d.one_line()).unwrap_or_default(),
         };
-        table.push_str(&format!("{:>2} {:<8} {:<70} {}\n", row.id, verdict, row.cwd, first));
+        table.push_str(&format!(
+            "{:>2} {:<8} {:<70} {}\n",
+            row.id, verdict, row.cwd, first
+        ));
         if verdict != row.expect {
             let detail = match &res {
-                Err(e) => e.errors.iter().map(|d| format!("    {}", d.one_line())).collect::<Vec<_>>().join("\n"),
+                Err(e) => e
+                    .errors
+                    .iter()
+                    .map(|d| format!("    {}", d.one_line()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 Ok(_) => String::new(),
             };
-            failures.push(format!("row {} ({}): expected {}, got {verdict}\n{detail}", row.id, row.cwd, row.expect));
+            failures.push(format!(
+                "row {} ({}): expected {}, got {verdict}\n{detail}",
+                row.id, row.cwd, row.expect
+            ));
             continue;
         }
         match &res {
             Err(e) => {
                 for want in &row.errors {
                     let hit = e.errors.iter().any(|d| {
-                        d.location.as_ref().is_some_and(|l| l.file.to_string_lossy().ends_with(&want.file) && l.line == want.line)
-                            && d.message.contains(&want.contains)
+                        d.location.as_ref().is_some_and(|l| {
+                            l.file.to_string_lossy().ends_with(&want.file) && l.line == want.line
+                        }) && d.message.contains(&want.contains)
                     });
                     if !hit {
                         failures.push(format!(
@@ -109,7 +133,11 @@ fn corpus_rows() {
                             want.file,
                             want.line,
                             want.contains,
-                            e.errors.iter().map(|d| format!("    {}", d.one_line())).collect::<Vec<_>>().join("\n")
+                            e.errors
+                                .iter()
+                                .map(|d| format!("    {}", d.one_line()))
+                                .collect::<Vec<_>>()
+                                .join("\n")
                         ));
                     }
                 }
@@ -122,8 +150,17 @@ fn corpus_rows() {
                 } else {
                     match std::fs::read_to_string(&golden) {
                         Ok(g) if g == text => {}
-                        Ok(g) => failures.push(format!("row {}: inspect output differs from {}:\n{}", row.id, golden.display(), first_diff(&g, &text))),
-                        Err(_) => failures.push(format!("row {}: missing golden file {} (run `cargo xtask corpus`)", row.id, golden.display())),
+                        Ok(g) => failures.push(format!(
+                            "row {}: inspect output differs from {}:\n{}",
+                            row.id,
+                            golden.display(),
+                            first_diff(&g, &text)
+                        )),
+                        Err(_) => failures.push(format!(
+                            "row {}: missing golden file {} (run `cargo xtask corpus`)",
+                            row.id,
+                            golden.display()
+                        )),
                     }
                 }
             }
@@ -131,7 +168,12 @@ fn corpus_rows() {
         let _ = &row.note;
     }
     println!("{table}");
-    assert!(failures.is_empty(), "{} corpus failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} corpus failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn first_diff(a: &str, b: &str) -> String {
@@ -140,5 +182,9 @@ fn first_diff(a: &str, b: &str) -> String {
             return format!("  line {}:\n  golden: {x}\n  now:    {y}", i + 1);
         }
     }
-    format!("  lengths differ: golden {} lines, now {} lines", a.lines().count(), b.lines().count())
+    format!(
+        "  lengths differ: golden {} lines, now {} lines",
+        a.lines().count(),
+        b.lines().count()
+    )
 }

@@ -13,8 +13,6 @@ pub struct RawAttr {
     pub expr: hcl::Expression,
     /// Span of the whole attribute (`key = value`).
     pub span: Range<usize>,
-    /// Span of the value expression.
-    pub value_span: Range<usize>,
     pub file: Arc<SourceFile>,
 }
 
@@ -65,8 +63,15 @@ pub fn parse_file(file: &Arc<SourceFile>) -> Result<RawBody, Diag> {
         Err(e) => {
             let loc = e.location();
             let offset = loc.offset().min(file.text.len());
-            let end = file.text[offset..].find('\n').map(|n| offset + n).unwrap_or(file.text.len());
-            let end = if end == offset { (offset + 1).min(file.text.len()) } else { end };
+            let end = file.text[offset..]
+                .find('\n')
+                .map(|n| offset + n)
+                .unwrap_or(file.text.len());
+            let end = if end == offset {
+                (offset + 1).min(file.text.len())
+            } else {
+                end
+            };
             let msg = first_line(e.message());
             Err(Diag::error(format!("syntax error: {msg}"))
                 .at(file, Some(offset..end))
@@ -102,12 +107,10 @@ fn convert_body(body: &hcl_edit::structure::Body, file: &Arc<SourceFile>) -> Raw
         match s {
             hcl_edit::structure::Structure::Attribute(a) => {
                 let span = a.span().unwrap_or(0..0);
-                let value_span = a.value.span().unwrap_or_else(|| span.clone());
                 items.push(RawItem::Attr(RawAttr {
                     key: a.key.as_str().to_string(),
                     expr: hcl::Expression::from(a.value.clone()),
                     span,
-                    value_span,
                     file: file.clone(),
                 }));
             }

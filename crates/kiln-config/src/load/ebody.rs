@@ -54,17 +54,27 @@ pub fn eval_body(raw: &RawBody, scope: &Scope, errs: &mut Vec<Diag>) -> EBody {
                 Ok(v) => {
                     if out.attrs.contains_key(&a.key) {
                         errs.push(
-                            Diag::error(format!("attribute \"{}\" is set twice", a.key)).at(&a.file, Some(a.span.clone())),
+                            Diag::error(format!("attribute \"{}\" is set twice", a.key))
+                                .at(&a.file, Some(a.span.clone())),
                         );
                     }
-                    out.attrs.insert(a.key.clone(), EAttr { value: v, span: a.span.clone(), file: a.file.clone() });
+                    out.attrs.insert(
+                        a.key.clone(),
+                        EAttr {
+                            value: v,
+                            span: a.span.clone(),
+                            file: a.file.clone(),
+                        },
+                    );
                 }
                 Err(e) => {
                     out.failed.insert(a.key.clone());
                     report(errs, e, &a.file, a.span.clone());
                 }
             },
-            RawItem::Block(b) if b.ident == "dynamic" => expand_dynamic(b, scope, errs, &mut out.blocks),
+            RawItem::Block(b) if b.ident == "dynamic" => {
+                expand_dynamic(b, scope, errs, &mut out.blocks)
+            }
             RawItem::Block(b) => out.blocks.push(EBlock {
                 ident: b.ident.clone(),
                 labels: b.labels.clone(),
@@ -79,22 +89,27 @@ pub fn eval_body(raw: &RawBody, scope: &Scope, errs: &mut Vec<Diag>) -> EBody {
 
 /// Expand `dynamic "<type>" { for_each, iterator, labels, content {} }`.
 pub fn expand_dynamic(b: &RawBlock, scope: &Scope, errs: &mut Vec<Diag>, out: &mut Vec<EBlock>) {
-    for (i, (labels, body, scope_value)) in dynamic_items(b, scope, errs).into_iter().enumerate() {
-        let _ = i;
+    let Some(content) = b.body.blocks().find(|c| c.ident == "content") else {
+        errs.push(
+            Diag::error(format!(
+                "dynamic \"{}\": a content block is required",
+                b.labels.first().map(String::as_str).unwrap_or("")
+            ))
+            .at(&b.file, Some(b.span.clone())),
+        );
+        return;
+    };
+    for (labels, (iter_name, iter_value)) in dynamic_items(b, scope, errs) {
         let mut s = scope.child();
-        s.bind(scope_value.0, scope_value.1);
-        let Some(content) = b.body.blocks().find(|c| c.ident == "content") else { return };
+        s.bind(iter_name, iter_value);
         let mut lbl = Vec::new();
         for l in &labels {
             match s.eval(l) {
-                Ok(v) => lbl.push(match v {
-                    Value::String(x) => x,
-                    other => other.to_string(),
-                }),
+                Ok(Value::String(x)) => lbl.push(x),
+                Ok(other) => lbl.push(other.to_string()),
                 Err(e) => report(errs, e, &b.file, b.span.clone()),
             }
         }
-        let _ = body;
         out.push(EBlock {
             ident: b.labels.first().cloned().unwrap_or_default(),
             labels: lbl,
@@ -105,27 +120,33 @@ pub fn expand_dynamic(b: &RawBlock, scope: &Scope, errs: &mut Vec<Diag>, out: &m
     }
 }
 
-type DynItem = (Vec<Expression>, (), (String, Value));
+/// One iteration of a dynamic block: label expressions and the iterator binding.
+type DynItem = (Vec<Expression>, (String, Value));
 
-/// The iterations of a dynamic block: (label expressions, (), (iterator name, {key, value})).
+/// The iterations of a dynamic block.
 pub fn dynamic_items(b: &RawBlock, scope: &Scope, errs: &mut Vec<Diag>) -> Vec<DynItem> {
     let mut out = Vec::new();
     if b.labels.len() != 1 {
-        errs.push(Diag::error("a dynamic block needs exactly one label: the block type to generate").at(&b.file, Some(b.span.clone())));
+        errs.push(
+            Diag::error("a dynamic block needs exactly one label: the block type to generate")
+                .at(&b.file, Some(b.span.clone())),
+        );
         return out;
     }
     let Some(fe) = b.body.attr("for_each") else {
-        errs.push(Diag::error(format!("dynamic \"{}\": for_each is required", b.labels[0])).at(&b.file, Some(b.span.clone())));
+        errs.push(
+            Diag::error(format!("dynamic \"{}\": for_each is required", b.labels[0]))
+                .at(&b.file, Some(b.span.clone())),
+        );
         return out;
     };
-    if b.body.blocks().all(|c| c.ident != "content") {
-        errs.push(Diag::error(format!("dynamic \"{}\": a content block is required", b.labels[0])).at(&b.file, Some(b.span.clone())));
-        return out;
-    }
     let iter_name = match b.body.attr("iterator").map(|a| &a.expr) {
         Some(Expression::Variable(v)) => v.as_str().to_string(),
         Some(_) => {
-            errs.push(Diag::error("dynamic: iterator must be a bare name").at(&b.file, Some(b.span.clone())));
+            errs.push(
+                Diag::error("dynamic: iterator must be a bare name")
+                    .at(&b.file, Some(b.span.clone())),
+            );
             return out;
         }
         None => b.labels[0].clone(),
@@ -153,7 +174,7 @@ pub fn dynamic_items(b: &RawBlock, scope: &Scope, errs: &mut Vec<Diag>) -> Vec<D
         let mut it = hcl::Map::new();
         it.insert("key".to_string(), k);
         it.insert("value".to_string(), v);
-        out.push((labels.clone(), (), (iter_name.clone(), Value::Object(it))));
+        out.push((labels.clone(), (iter_name.clone(), Value::Object(it))));
     }
     out
 }
@@ -172,8 +193,22 @@ pub struct Dec<'a> {
 }
 
 impl<'a> Dec<'a> {
-    pub fn new(body: &'a EBody, errs: &'a mut Vec<Diag>, what: impl Into<String>, file: &Arc<SourceFile>, span: Range<usize>) -> Dec<'a> {
-        Dec { body, known: Vec::new(), known_blocks: Vec::new(), errs, what: what.into(), file: file.clone(), span }
+    pub fn new(
+        body: &'a EBody,
+        errs: &'a mut Vec<Diag>,
+        what: impl Into<String>,
+        file: &Arc<SourceFile>,
+        span: Range<usize>,
+    ) -> Dec<'a> {
+        Dec {
+            body,
+            known: Vec::new(),
+            known_blocks: Vec::new(),
+            errs,
+            what: what.into(),
+            file: file.clone(),
+            span,
+        }
     }
 
     pub fn for_block(b: &'a EBlock, errs: &'a mut Vec<Diag>, what: impl Into<String>) -> Dec<'a> {
@@ -216,11 +251,8 @@ impl<'a> Dec<'a> {
         if !self.body.failed.is_empty() {
             return;
         }
-        self.errs.push(Diag::error(msg).at(&self.file, Some(self.span.clone())));
-    }
-
-    pub fn value(&mut self, key: &'static str) -> Option<Value> {
-        self.raw(key).map(|a| a.value.clone())
+        self.errs
+            .push(Diag::error(msg).at(&self.file, Some(self.span.clone())));
     }
 
     pub fn str(&mut self, key: &'static str) -> Option<String> {
@@ -243,7 +275,12 @@ impl<'a> Dec<'a> {
         match self.str(key) {
             Some(s) => s,
             None => {
-                if !self.failed(key) && !matches!(self.body.attrs.get(key).map(|a| &a.value), Some(Value::Array(_) | Value::Object(_))) {
+                if !self.failed(key)
+                    && !matches!(
+                        self.body.attrs.get(key).map(|a| &a.value),
+                        Some(Value::Array(_) | Value::Object(_))
+                    )
+                {
                     self.err_at(key, msg.to_string());
                 }
                 String::new()
@@ -275,9 +312,18 @@ impl<'a> Dec<'a> {
         let r = match &a.value {
             Value::Null => return None,
             Value::String(s) if s.is_empty() => return None,
-            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)).ok_or_else(|| format!("{key}: a whole number is required, got {n}")),
-            Value::String(s) => s.trim().parse::<i64>().map_err(|_| format!("{key}: a number is required, got \"{s}\"")),
-            other => Err(format!("{key}: a number is required, got {}", type_name(other))),
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .ok_or_else(|| format!("{key}: a whole number is required, got {n}")),
+            Value::String(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{key}: a number is required, got \"{s}\"")),
+            other => Err(format!(
+                "{key}: a number is required, got {}",
+                type_name(other)
+            )),
         };
         match r {
             Ok(i) => Some(i),
@@ -332,7 +378,10 @@ impl<'a> Dec<'a> {
                         Value::Number(n) => out.push(n.to_string()),
                         Value::Bool(b) => out.push(b.to_string()),
                         other => {
-                            let m = format!("{key}[{i}]: a string is required, got {}", type_name(other));
+                            let m = format!(
+                                "{key}[{i}]: a string is required, got {}",
+                                type_name(other)
+                            );
                             self.err_at(key, m);
                             return None;
                         }
@@ -341,7 +390,10 @@ impl<'a> Dec<'a> {
                 Some(out)
             }
             other => {
-                let m = format!("{key}: a list of strings is required, got {}", type_name(other));
+                let m = format!(
+                    "{key}: a list of strings is required, got {}",
+                    type_name(other)
+                );
                 self.err_at(key, m);
                 None
             }
@@ -353,7 +405,9 @@ impl<'a> Dec<'a> {
     }
 
     pub fn map(&mut self, key: &'static str) -> IndexMap<String, String> {
-        let Some(a) = self.raw(key) else { return IndexMap::new() };
+        let Some(a) = self.raw(key) else {
+            return IndexMap::new();
+        };
         match &a.value {
             Value::Null => IndexMap::new(),
             Value::Object(m) => {
@@ -370,7 +424,10 @@ impl<'a> Dec<'a> {
                             out.insert(k.clone(), b.to_string());
                         }
                         other => {
-                            let m = format!("{key}[\"{k}\"]: a string is required, got {}", type_name(other));
+                            let m = format!(
+                                "{key}[\"{k}\"]: a string is required, got {}",
+                                type_name(other)
+                            );
                             self.err_at(key, m);
                         }
                     }
@@ -378,7 +435,10 @@ impl<'a> Dec<'a> {
                 out
             }
             other => {
-                let m = format!("{key}: a map of strings is required, got {}", type_name(other));
+                let m = format!(
+                    "{key}: a map of strings is required, got {}",
+                    type_name(other)
+                );
                 self.err_at(key, m);
                 IndexMap::new()
             }
@@ -389,28 +449,43 @@ impl<'a> Dec<'a> {
         if !self.known_blocks.contains(&ident) {
             self.known_blocks.push(ident);
         }
-        self.body.blocks.iter().filter(|b| b.ident == ident).collect()
+        self.body
+            .blocks
+            .iter()
+            .filter(|b| b.ident == ident)
+            .collect()
     }
 
     pub fn block(&mut self, ident: &'static str) -> Option<&'a EBlock> {
         let bs = self.blocks(ident);
         if bs.len() > 1 {
             let b = bs[1];
-            self.errs.push(Diag::error(format!("only one \"{ident}\" block is allowed here")).at(&b.file, Some(b.span.clone())));
+            self.errs.push(
+                Diag::error(format!("only one \"{ident}\" block is allowed here"))
+                    .at(&b.file, Some(b.span.clone())),
+            );
         }
         bs.into_iter().next()
     }
 
     /// Report every attribute and block that was not asked for.
     pub fn finish(self) {
-        let known: Vec<&str> = self.known.iter().chain(self.known_blocks.iter()).copied().collect();
+        let known: Vec<&str> = self
+            .known
+            .iter()
+            .chain(self.known_blocks.iter())
+            .copied()
+            .collect();
         for (k, a) in &self.body.attrs {
             if self.known.contains(&k.as_str()) {
                 continue;
             }
-            let mut d = Diag::error(format!("unknown key \"{k}\" in {}", self.what)).at(&a.file, Some(a.span.clone()));
+            let mut d = Diag::error(format!("unknown key \"{k}\" in {}", self.what))
+                .at(&a.file, Some(a.span.clone()));
             if self.known_blocks.contains(&k.as_str()) {
-                d = d.with_help(format!("\"{k}\" is a block: write `{k} {{ … }}` without `=`"));
+                d = d.with_help(format!(
+                    "\"{k}\" is a block: write `{k} {{ … }}` without `=`"
+                ));
             } else if let Some(s) = did_you_mean(k, &known) {
                 d = d.with_help(format!("did you mean \"{s}\"?"));
             }
@@ -420,9 +495,13 @@ impl<'a> Dec<'a> {
             if self.known_blocks.contains(&b.ident.as_str()) {
                 continue;
             }
-            let mut d = Diag::error(format!("unknown block \"{}\" in {}", b.ident, self.what)).at(&b.file, Some(b.span.clone()));
+            let mut d = Diag::error(format!("unknown block \"{}\" in {}", b.ident, self.what))
+                .at(&b.file, Some(b.span.clone()));
             if self.known.contains(&b.ident.as_str()) {
-                d = d.with_help(format!("\"{}\" is an attribute: write `{} = …`", b.ident, b.ident));
+                d = d.with_help(format!(
+                    "\"{}\" is an attribute: write `{} = …`",
+                    b.ident, b.ident
+                ));
             } else if let Some(s) = did_you_mean(&b.ident, &known) {
                 d = d.with_help(format!("did you mean \"{s}\"?"));
             }
@@ -471,13 +550,21 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if n == 0 {
-            return Err(format!("invalid duration \"{orig}\": expected a number, e.g. \"10s\" or \"1m30s\""));
+            return Err(format!(
+                "invalid duration \"{orig}\": expected a number, e.g. \"10s\" or \"1m30s\""
+            ));
         }
-        let num: f64 = rest[..n].parse().map_err(|_| format!("invalid duration \"{orig}\""))?;
+        let num: f64 = rest[..n]
+            .parse()
+            .map_err(|_| format!("invalid duration \"{orig}\""))?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..u];
         rest = &rest[u..];
         let mult: f64 = match unit {
@@ -487,8 +574,16 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("invalid duration \"{orig}\": missing unit (use ns, us, ms, s, m or h)")),
-            other => return Err(format!("invalid duration \"{orig}\": unknown unit \"{other}\"")),
+            "" => {
+                return Err(format!(
+                    "invalid duration \"{orig}\": missing unit (use ns, us, ms, s, m or h)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration \"{orig}\": unknown unit \"{other}\""
+                ))
+            }
         };
         total += num * mult;
     }
@@ -513,8 +608,14 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(did_you_mean("iso", &["boot_iso", "disks"]).as_deref(), Some("boot_iso"));
-        assert_eq!(did_you_mean("memroy", &["memory", "cores"]).as_deref(), Some("memory"));
+        assert_eq!(
+            did_you_mean("iso", &["boot_iso", "disks"]).as_deref(),
+            Some("boot_iso")
+        );
+        assert_eq!(
+            did_you_mean("memroy", &["memory", "cores"]).as_deref(),
+            Some("memory")
+        );
         assert_eq!(did_you_mean("zzz", &["memory"]), None);
     }
 }

@@ -38,7 +38,6 @@ type R<T> = Result<T, EvalError>;
 #[derive(Debug, Clone)]
 pub struct LocalDef {
     pub expr: Expression,
-    pub sensitive: bool,
     /// index into the loader's list of local attributes (for error reporting)
     pub index: usize,
 }
@@ -105,21 +104,29 @@ impl Globals {
             }
             return Err(EvalError::msg(msg));
         };
-        self.local_state.borrow_mut().insert(name.to_string(), LocalState::InProgress);
+        self.local_state
+            .borrow_mut()
+            .insert(name.to_string(), LocalState::InProgress);
         let root = Scope::root(self);
         let res = root.eval(&def.expr);
         match res {
             Ok(v) => {
-                self.local_state.borrow_mut().insert(name.to_string(), LocalState::Done(v.clone()));
+                self.local_state
+                    .borrow_mut()
+                    .insert(name.to_string(), LocalState::Done(v.clone()));
                 Ok(v)
             }
             Err(EvalError::Msg(m)) => {
-                self.local_state.borrow_mut().insert(name.to_string(), LocalState::Failed);
+                self.local_state
+                    .borrow_mut()
+                    .insert(name.to_string(), LocalState::Failed);
                 self.local_errors.borrow_mut().push((def.index, m));
                 Err(EvalError::Reported)
             }
             Err(EvalError::Reported) => {
-                self.local_state.borrow_mut().insert(name.to_string(), LocalState::Failed);
+                self.local_state
+                    .borrow_mut()
+                    .insert(name.to_string(), LocalState::Failed);
                 Err(EvalError::Reported)
             }
         }
@@ -135,8 +142,12 @@ impl Globals {
             )));
         }
         let mut msg = format!("reference to undeclared input variable \"{name}\"");
-        let names: Vec<&str> =
-            self.vars.keys().map(|k| k.as_str()).chain(self.unset_vars.iter().map(|k| k.as_str())).collect();
+        let names: Vec<&str> = self
+            .vars
+            .keys()
+            .map(|k| k.as_str())
+            .chain(self.unset_vars.iter().map(|k| k.as_str()))
+            .collect();
         if let Some(s) = suggest(name, names.into_iter()) {
             msg.push_str(&format!(" (did you mean \"{s}\"?)"));
         }
@@ -168,11 +179,21 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     pub fn root(g: &'a Globals) -> Scope<'a> {
-        Scope { g, parent: None, names: Vec::new(), template_only: false }
+        Scope {
+            g,
+            parent: None,
+            names: Vec::new(),
+            template_only: false,
+        }
     }
 
     pub fn child(&'a self) -> Scope<'a> {
-        Scope { g: self.g, parent: Some(self), names: Vec::new(), template_only: self.template_only }
+        Scope {
+            g: self.g,
+            parent: Some(self),
+            names: Vec::new(),
+            template_only: self.template_only,
+        }
     }
 
     pub fn bind(&mut self, name: impl Into<String>, v: Value) {
@@ -272,8 +293,9 @@ impl<'a> Scope<'a> {
 
     fn eval_template_expr(&self, t: &TemplateExpr) -> R<Value> {
         let template = match t {
-            TemplateExpr::QuotedString(_) => Template::from_expr(t)
-                .map_err(|e| EvalError::msg(format!("invalid template: {}", first_line(&e.to_string()))))?,
+            TemplateExpr::QuotedString(_) => Template::from_expr(t).map_err(|e| {
+                EvalError::msg(format!("invalid template: {}", first_line(&e.to_string())))
+            })?,
             TemplateExpr::Heredoc(h) => parse_heredoc(h)?,
         };
         self.eval_template_value(&template)
@@ -294,8 +316,16 @@ impl<'a> Scope<'a> {
         let elems = t.elements();
         let len = elems.len();
         for (i, el) in elems.iter().enumerate() {
-            let p = if i == 0 { prev } else { elem_strip(&elems[i - 1]) };
-            let n = if i + 1 == len { next } else { elem_strip(&elems[i + 1]) };
+            let p = if i == 0 {
+                prev
+            } else {
+                elem_strip(&elems[i - 1])
+            };
+            let n = if i + 1 == len {
+                next
+            } else {
+                elem_strip(&elems[i + 1])
+            };
             match el {
                 Element::Literal(l) => out.push_str(strip_literal(l, p, n)),
                 Element::Interpolation(interp) => {
@@ -307,7 +337,11 @@ impl<'a> Scope<'a> {
                         let c = to_bool(&self.eval(&d.cond_expr)?)
                             .map_err(|m| EvalError::msg(format!("%{{ if }} condition: {m}")))?;
                         if c {
-                            let nx = if d.false_template.is_some() { d.else_strip } else { d.endif_strip };
+                            let nx = if d.false_template.is_some() {
+                                d.else_strip
+                            } else {
+                                d.endif_strip
+                            };
                             self.render(out, &d.true_template, d.if_strip, nx)?;
                         } else if let Some(f) = &d.false_template {
                             self.render(out, f, d.else_strip, d.endif_strip)?;
@@ -366,7 +400,9 @@ impl<'a> Scope<'a> {
                     let idx = self.eval(e)?;
                     v = index(&v, &idx)?;
                 }
-                TraversalOperator::LegacyIndex(n) => v = index(&v, &Value::Number(Number::from(*n)))?,
+                TraversalOperator::LegacyIndex(n) => {
+                    v = index(&v, &Value::Number(Number::from(*n)))?
+                }
                 TraversalOperator::FullSplat | TraversalOperator::AttrSplat => {
                     let items = match v {
                         Value::Array(a) => a,
@@ -375,7 +411,10 @@ impl<'a> Scope<'a> {
                     };
                     let rest = &ops[i + 1..];
                     let (now, later) = if matches!(op, TraversalOperator::AttrSplat) {
-                        let n = rest.iter().take_while(|o| matches!(o, TraversalOperator::GetAttr(_))).count();
+                        let n = rest
+                            .iter()
+                            .take_while(|o| matches!(o, TraversalOperator::GetAttr(_)))
+                            .count();
                         (&rest[..n], &rest[n..])
                     } else {
                         (rest, &rest[rest.len()..])
@@ -396,7 +435,12 @@ impl<'a> Scope<'a> {
         if !f.name.namespace.is_empty() {
             return Err(EvalError::msg(format!(
                 "not supported: namespaced function {}::{name}",
-                f.name.namespace.iter().map(|n| n.as_str()).collect::<Vec<_>>().join("::")
+                f.name
+                    .namespace
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join("::")
             )));
         }
         match name {
@@ -418,7 +462,9 @@ impl<'a> Scope<'a> {
                     }
                 }
                 return Err(match last {
-                    EvalError::Msg(m) => EvalError::msg(format!("no argument of try() could be evaluated; the last failed with: {m}")),
+                    EvalError::Msg(m) => EvalError::msg(format!(
+                        "no argument of try() could be evaluated; the last failed with: {m}"
+                    )),
                     r => r,
                 });
             }
@@ -445,7 +491,14 @@ impl<'a> Scope<'a> {
         }
         if name == "env" && self.g.func.allow_env && args.len() == 1 {
             if let Value::String(k) = &args[0] {
-                let v = self.g.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                let v = self
+                    .g
+                    .env
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
                 return Ok(Value::String(v));
             }
         }
@@ -455,24 +508,49 @@ impl<'a> Scope<'a> {
 
     fn templatefile(&self, args: Vec<Value>) -> R<Value> {
         if args.len() != 2 {
-            return Err(EvalError::msg(format!("templatefile() takes 2 arguments (path, vars), got {}", args.len())));
+            return Err(EvalError::msg(format!(
+                "templatefile() takes 2 arguments (path, vars), got {}",
+                args.len()
+            )));
         }
         let path = match &args[0] {
             Value::String(s) => s.clone(),
-            other => return Err(EvalError::msg(format!("templatefile(): path must be a string, got {}", type_name(other)))),
+            other => {
+                return Err(EvalError::msg(format!(
+                    "templatefile(): path must be a string, got {}",
+                    type_name(other)
+                )))
+            }
         };
         let vars = match &args[1] {
             Value::Object(m) => m.clone(),
             Value::Null => Map::new(),
-            other => return Err(EvalError::msg(format!("templatefile(): vars must be an object, got {}", type_name(other)))),
+            other => {
+                return Err(EvalError::msg(format!(
+                    "templatefile(): vars must be an object, got {}",
+                    type_name(other)
+                )))
+            }
         };
-        let full = if std::path::Path::new(&path).is_absolute() { PathBuf::from(&path) } else { self.g.cwd.join(&path) };
+        let full = if std::path::Path::new(&path).is_absolute() {
+            PathBuf::from(&path)
+        } else {
+            self.g.cwd.join(&path)
+        };
         let text = std::fs::read_to_string(&full)
             .map_err(|e| EvalError::msg(format!("templatefile(): cannot read \"{path}\": {e}")))?;
         let template = Template::from_str(&text).map_err(|e| {
-            EvalError::msg(format!("templatefile(): \"{path}\" is not a valid template: {}", first_line(&e.to_string())))
+            EvalError::msg(format!(
+                "templatefile(): \"{path}\" is not a valid template: {}",
+                first_line(&e.to_string())
+            ))
         })?;
-        let mut s = Scope { g: self.g, parent: None, names: Vec::new(), template_only: true };
+        let mut s = Scope {
+            g: self.g,
+            parent: None,
+            names: Vec::new(),
+            template_only: true,
+        };
         for (k, v) in vars {
             s.bind(k, v);
         }
@@ -505,7 +583,9 @@ impl<'a> Scope<'a> {
                     if b.operator == Or && l {
                         return Ok(Value::Bool(true));
                     }
-                    return Ok(Value::Bool(to_bool(&self.eval(&b.rhs_expr)?).map_err(EvalError::Msg)?));
+                    return Ok(Value::Bool(
+                        to_bool(&self.eval(&b.rhs_expr)?).map_err(EvalError::Msg)?,
+                    ));
                 }
                 let l = self.eval(&b.lhs_expr)?;
                 let r = self.eval(&b.rhs_expr)?;
@@ -565,7 +645,12 @@ impl<'a> Scope<'a> {
                     Value::String(s) => s,
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
-                    other => return Err(EvalError::msg(format!("for-expression key must be a string, got {}", type_name(&other)))),
+                    other => {
+                        return Err(EvalError::msg(format!(
+                            "for-expression key must be a string, got {}",
+                            type_name(&other)
+                        )))
+                    }
                 };
                 let val = s.eval(&f.value_expr)?;
                 if f.grouping {
@@ -610,12 +695,25 @@ fn unreachable_logic() -> R<Value> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn parse_heredoc(h: &Heredoc) -> R<Template> {
-    let text = if h.strip == HeredocStripMode::Indent { dedent(&h.template) } else { h.template.clone() };
-    Template::from_str(&text).map_err(|e| EvalError::msg(format!("invalid heredoc template: {}", first_line(&e.to_string()))))
+    let text = if h.strip == HeredocStripMode::Indent {
+        dedent(&h.template)
+    } else {
+        h.template.clone()
+    };
+    Template::from_str(&text).map_err(|e| {
+        EvalError::msg(format!(
+            "invalid heredoc template: {}",
+            first_line(&e.to_string())
+        ))
+    })
 }
 
 /// `<<-` heredocs: remove the smallest common leading whitespace of non-blank lines.
@@ -634,7 +732,10 @@ pub fn dedent(s: &str) -> String {
         if i > 0 {
             out.push('\n');
         }
-        let cut = line.len().min(min).min(line.len() - line.trim_start_matches([' ', '\t']).len());
+        let cut = line
+            .len()
+            .min(min)
+            .min(line.len() - line.trim_start_matches([' ', '\t']).len());
         out.push_str(&line[cut..]);
     }
     out
@@ -660,11 +761,17 @@ fn strip_literal(mut literal: &str, prev: Strip, next: Strip) -> &str {
     }
     if prev.strip_end() {
         let s = literal.trim_start_matches(is_space);
-        literal = s.strip_prefix("\r\n").or_else(|| s.strip_prefix('\n')).unwrap_or(s);
+        literal = s
+            .strip_prefix("\r\n")
+            .or_else(|| s.strip_prefix('\n'))
+            .unwrap_or(s);
     }
     if next.strip_start() {
         let s = literal.trim_end_matches(is_space);
-        literal = s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(s);
+        literal = s
+            .strip_suffix("\r\n")
+            .or_else(|| s.strip_suffix('\n'))
+            .unwrap_or(s);
     }
     literal
 }
@@ -672,10 +779,20 @@ fn strip_literal(mut literal: &str, prev: Strip, next: Strip) -> &str {
 /// (key, value) pairs of a list (index keys) or a map (string keys).
 pub fn iterate(v: &Value) -> R<Vec<(Value, Value)>> {
     match v {
-        Value::Array(a) => Ok(a.iter().enumerate().map(|(i, x)| (Value::Number(Number::from(i as u64)), x.clone())).collect()),
-        Value::Object(m) => Ok(m.iter().map(|(k, x)| (Value::String(k.clone()), x.clone())).collect()),
+        Value::Array(a) => Ok(a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (Value::Number(Number::from(i as u64)), x.clone()))
+            .collect()),
+        Value::Object(m) => Ok(m
+            .iter()
+            .map(|(k, x)| (Value::String(k.clone()), x.clone()))
+            .collect()),
         Value::Null => Err(EvalError::msg("cannot iterate over a null value")),
-        other => Err(EvalError::msg(format!("cannot iterate over a {}: a list, set or map is required", type_name(other)))),
+        other => Err(EvalError::msg(format!(
+            "cannot iterate over a {}: a list, set or map is required",
+            type_name(other)
+        ))),
     }
 }
 
@@ -696,7 +813,9 @@ pub fn template_string(v: &Value) -> R<String> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        Value::Null => Err(EvalError::msg("invalid template interpolation value: the expression result is null")),
+        Value::Null => Err(EvalError::msg(
+            "invalid template interpolation value: the expression result is null",
+        )),
         other => Err(EvalError::msg(format!(
             "cannot include a {} in a string template: a string is required",
             type_name(other)
@@ -716,8 +835,13 @@ fn get_attr(v: &Value, name: &str) -> R<Value> {
                 Err(EvalError::msg(msg))
             }
         },
-        Value::Null => Err(EvalError::msg(format!("attempt to get attribute \"{name}\" from a null value"))),
-        other => Err(EvalError::msg(format!("cannot get attribute \"{name}\" of a {}", type_name(other)))),
+        Value::Null => Err(EvalError::msg(format!(
+            "attempt to get attribute \"{name}\" from a null value"
+        ))),
+        other => Err(EvalError::msg(format!(
+            "cannot get attribute \"{name}\" of a {}",
+            type_name(other)
+        ))),
     }
 }
 
@@ -726,14 +850,18 @@ fn index(v: &Value, idx: &Value) -> R<Value> {
         Value::Array(a) => {
             let i = to_f64(idx)?;
             if i < 0.0 || i.fract() != 0.0 || i as usize >= a.len() {
-                return Err(EvalError::msg(format!("invalid index {i}: the list has {} element(s)", a.len())));
+                return Err(EvalError::msg(format!(
+                    "invalid index {i}: the list has {} element(s)",
+                    a.len()
+                )));
             }
             Ok(a[i as usize].clone())
         }
         Value::Object(m) => {
             let k = template_string(idx)?;
             m.get(&k).cloned().ok_or_else(|| {
-                let mut msg = format!("the given key \"{k}\" does not identify an element in this map");
+                let mut msg =
+                    format!("the given key \"{k}\" does not identify an element in this map");
                 if let Some(s) = suggest(&k, m.keys().map(|k| k.as_str())) {
                     msg.push_str(&format!(" (did you mean \"{s}\"?)"));
                 }
@@ -741,16 +869,23 @@ fn index(v: &Value, idx: &Value) -> R<Value> {
             })
         }
         Value::Null => Err(EvalError::msg("cannot index a null value")),
-        other => Err(EvalError::msg(format!("cannot index a {}", type_name(other)))),
+        other => Err(EvalError::msg(format!(
+            "cannot index a {}",
+            type_name(other)
+        ))),
     }
 }
 
 pub fn values_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
         }
         _ => a == b,
     }
@@ -772,7 +907,10 @@ pub fn to_f64(v: &Value) -> R<f64> {
             .trim()
             .parse::<f64>()
             .map_err(|_| EvalError::msg(format!("a number is required, got the string \"{s}\""))),
-        other => Err(EvalError::msg(format!("a number is required, got {}", type_name(other)))),
+        other => Err(EvalError::msg(format!(
+            "a number is required, got {}",
+            type_name(other)
+        ))),
     }
 }
 
@@ -780,7 +918,9 @@ fn num_value(f: f64, int: bool) -> Value {
     if int && f.abs() < 9.0e15 {
         Value::Number(Number::from(f as i64))
     } else {
-        Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 

@@ -7,9 +7,9 @@ pub(crate) mod packer;
 pub(crate) mod packer_versions;
 pub(crate) mod provisioners;
 pub(crate) mod proxmox;
-pub(crate) mod types;
 #[cfg(test)]
 mod tests;
+pub(crate) mod types;
 
 use crate::diag::{ConfigError, Diag, Location, SourceFile};
 use crate::functions::FuncContext;
@@ -29,17 +29,28 @@ pub const PACKER_COMPAT_VERSION: &str = "1.14.2";
 
 /// Load a template directory (all `*.pkr.hcl` + `*.auto.pkrvars.hcl`) or a single file.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let mut l = Loader { opts, errors: Vec::new(), warnings: Vec::new() };
+    let mut l = Loader {
+        opts,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     let plan = l.run(path);
     if l.errors.is_empty() {
         if let Some(plan) = plan {
-            return Ok(Loaded { plan, warnings: l.warnings });
+            return Ok(Loaded {
+                plan,
+                warnings: l.warnings,
+            });
         }
     }
     if l.errors.is_empty() {
-        l.errors.push(Diag::error("the template could not be loaded"));
+        l.errors
+            .push(Diag::error("the template could not be loaded"));
     }
-    Err(ConfigError { errors: l.errors, warnings: l.warnings })
+    Err(ConfigError {
+        errors: l.errors,
+        warnings: l.warnings,
+    })
 }
 
 struct Loader<'o> {
@@ -70,7 +81,11 @@ fn display_name(p: &Path, cwd: &Path) -> String {
 
 fn loc_of(file: &Arc<SourceFile>, span: &std::ops::Range<usize>) -> Option<Location> {
     let (line, column) = file.line_col(span.start);
-    Some(Location { file: PathBuf::from(&file.name), line, column })
+    Some(Location {
+        file: PathBuf::from(&file.name),
+        line,
+        column,
+    })
 }
 
 impl<'o> Loader<'o> {
@@ -78,7 +93,8 @@ impl<'o> Loader<'o> {
         match std::fs::read_to_string(p) {
             Ok(t) => Some(SourceFile::new(p, display_name(p, cwd), t)),
             Err(e) => {
-                self.errors.push(Diag::error(format!("cannot read {}: {e}", p.display())));
+                self.errors
+                    .push(Diag::error(format!("cannot read {}: {e}", p.display())));
                 None
             }
         }
@@ -89,11 +105,16 @@ impl<'o> Loader<'o> {
             Some(c) => c.clone(),
             None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         };
-        let abs = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cwd.join(path)
+        };
         let meta = match std::fs::metadata(&abs) {
             Ok(m) => m,
             Err(e) => {
-                self.errors.push(Diag::error(format!("cannot open {}: {e}", path.display())));
+                self.errors
+                    .push(Diag::error(format!("cannot open {}: {e}", path.display())));
                 return None;
             }
         };
@@ -105,7 +126,8 @@ impl<'o> Loader<'o> {
             let rd = match std::fs::read_dir(&abs) {
                 Ok(rd) => rd,
                 Err(e) => {
-                    self.errors.push(Diag::error(format!("cannot list {}: {e}", path.display())));
+                    self.errors
+                        .push(Diag::error(format!("cannot list {}: {e}", path.display())));
                     return None;
                 }
             };
@@ -118,7 +140,9 @@ impl<'o> Loader<'o> {
                 }
                 if name.ends_with(".pkr.hcl") {
                     t.push(p);
-                } else if name.ends_with(".auto.pkrvars.hcl") || name.ends_with(".auto.pkrvars.json") {
+                } else if name.ends_with(".auto.pkrvars.hcl")
+                    || name.ends_with(".auto.pkrvars.json")
+                {
                     a.push(p);
                 } else if name.ends_with(".pkr.json") {
                     json.push(p);
@@ -132,12 +156,18 @@ impl<'o> Loader<'o> {
                 return None;
             }
             if t.is_empty() {
-                self.errors.push(Diag::error(format!("{}: no *.pkr.hcl template files in this directory", path.display())));
+                self.errors.push(Diag::error(format!(
+                    "{}: no *.pkr.hcl template files in this directory",
+                    path.display()
+                )));
                 return None;
             }
             (path.to_path_buf(), t, a)
         } else {
-            let name = abs.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = abs
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             if name.ends_with(".json") {
                 self.errors.push(Diag::error(format!("{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`", path.display())));
                 return None;
@@ -146,7 +176,16 @@ impl<'o> Loader<'o> {
                 self.errors.push(Diag::error(format!("{}: this is a variables file; pass it with -var-file and give the template directory", path.display())));
                 return None;
             }
-            let parent = path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }).unwrap_or_else(|| PathBuf::from("."));
+            let parent = path
+                .parent()
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        p.to_path_buf()
+                    }
+                })
+                .unwrap_or_else(|| PathBuf::from("."));
             (parent, vec![abs.clone()], Vec::new())
         };
         templates.sort();
@@ -156,7 +195,9 @@ impl<'o> Loader<'o> {
         let mut files = Vec::new();
         let mut bodies = Vec::new();
         for p in &templates {
-            let Some(f) = self.read(p, &cwd) else { continue };
+            let Some(f) = self.read(p, &cwd) else {
+                continue;
+            };
             files.push(p.clone());
             match parse_file(&f) {
                 Ok(b) => bodies.push(b),
@@ -263,10 +304,17 @@ impl<'o> Loader<'o> {
         };
         let packer_obj = {
             let mut m = Map::new();
-            m.insert("version".into(), Value::String(PACKER_COMPAT_VERSION.into()));
+            m.insert(
+                "version".into(),
+                Value::String(PACKER_COMPAT_VERSION.into()),
+            );
             Value::Object(m)
         };
-        let fctx = |allow_env: bool| FuncContext { cwd: cwd.clone(), allow_env, now };
+        let fctx = |allow_env: bool| FuncContext {
+            cwd: cwd.clone(),
+            allow_env,
+            now,
+        };
 
         // ---- variables ----
         let mut default_globals = Globals::new(fctx(true), path_obj.clone(), packer_obj.clone());
@@ -282,7 +330,10 @@ impl<'o> Loader<'o> {
                         type_expr = t.display();
                         ty = t;
                     }
-                    Err(m) => self.errors.push(Diag::error(format!("variable \"{name}\": {m}")).at(&a.file, Some(a.span.clone()))),
+                    Err(m) => self.errors.push(
+                        Diag::error(format!("variable \"{name}\": {m}"))
+                            .at(&a.file, Some(a.span.clone())),
+                    ),
                 }
             }
             let scope = Scope::root(&default_globals);
@@ -306,12 +357,35 @@ impl<'o> Loader<'o> {
             }
             for inner in b.body.blocks() {
                 if inner.ident != "validation" {
-                    self.err_block(inner, &format!("unknown block \"{}\" in variable \"{name}\"", inner.ident));
+                    self.err_block(
+                        inner,
+                        &format!("unknown block \"{}\" in variable \"{name}\"", inner.ident),
+                    );
                 }
             }
-            let value_at = b.body.attr("default").map(|a| (a.file.clone(), a.span.clone()));
-            let source = if value.is_some() { VarSource::Default } else { VarSource::Unset };
-            decls.insert(name.clone(), VarDecl { name, ty, type_expr, description, sensitive, block: b.clone(), value, source, value_at });
+            let value_at = b
+                .body
+                .attr("default")
+                .map(|a| (a.file.clone(), a.span.clone()));
+            let source = if value.is_some() {
+                VarSource::Default
+            } else {
+                VarSource::Unset
+            };
+            decls.insert(
+                name.clone(),
+                VarDecl {
+                    name,
+                    ty,
+                    type_expr,
+                    description,
+                    sensitive,
+                    block: b.clone(),
+                    value,
+                    source,
+                    value_at,
+                },
+            );
         }
 
         // env PKR_VAR_*
@@ -324,7 +398,9 @@ impl<'o> Loader<'o> {
                             d.source = VarSource::Env;
                             d.value_at = None;
                         }
-                        Err(m) => self.errors.push(Diag::error(format!("PKR_VAR_{name}: {m}"))),
+                        Err(m) => self
+                            .errors
+                            .push(Diag::error(format!("PKR_VAR_{name}: {m}"))),
                     }
                 }
             }
@@ -333,10 +409,21 @@ impl<'o> Loader<'o> {
         let var_files: Vec<(PathBuf, VarSource)> = auto_vars
             .iter()
             .map(|p| (p.clone(), VarSource::AutoVarFile))
-            .chain(self.opts.var_files.iter().map(|p| (if p.is_absolute() { p.clone() } else { cwd.join(p) }, VarSource::VarFile)))
+            .chain(self.opts.var_files.iter().map(|p| {
+                (
+                    if p.is_absolute() {
+                        p.clone()
+                    } else {
+                        cwd.join(p)
+                    },
+                    VarSource::VarFile,
+                )
+            }))
             .collect();
         for (p, src) in &var_files {
-            let Some(f) = self.read(p, &cwd) else { continue };
+            let Some(f) = self.read(p, &cwd) else {
+                continue;
+            };
             if src == &VarSource::AutoVarFile {
                 files.push(p.clone());
             }
@@ -369,7 +456,10 @@ impl<'o> Loader<'o> {
                 match d.ty.convert(v.clone()) {
                     Ok(c) => d.value = Some(c),
                     Err(m) => {
-                        let msg = format!("invalid value for variable \"{}\": {m} (type {})", d.name, d.type_expr);
+                        let msg = format!(
+                            "invalid value for variable \"{}\": {m} (type {})",
+                            d.name, d.type_expr
+                        );
                         let diag = match &d.value_at {
                             Some((f, s)) => Diag::error(msg).at(f, Some(s.clone())),
                             None => Diag::error(msg).at(&d.block.file, Some(d.block.span.clone())),
@@ -417,20 +507,39 @@ impl<'o> Loader<'o> {
                     .body
                     .attr("error_message")
                     .and_then(|a| s.eval(&a.expr).ok())
-                    .and_then(|v| if let Value::String(s) = v { Some(s) } else { None })
+                    .and_then(|v| {
+                        if let Value::String(s) = v {
+                            Some(s)
+                        } else {
+                            None
+                        }
+                    })
                     .unwrap_or_else(|| format!("invalid value for variable \"{}\"", d.name));
                 match s.eval(&cond.expr) {
                     Ok(Value::Bool(true)) => {}
                     Ok(Value::Bool(false)) => {
-                        let mut diag = Diag::error(format!("invalid value for variable \"{}\": {msg}", d.name)).at(&cond.file, Some(cond.span.clone()));
+                        let mut diag = Diag::error(format!(
+                            "invalid value for variable \"{}\": {msg}",
+                            d.name
+                        ))
+                        .at(&cond.file, Some(cond.span.clone()));
                         if let Some((f, sp)) = &d.value_at {
                             if !Arc::ptr_eq(f, &cond.file) || sp != &cond.span {
-                                diag = diag.with_help(format!("the value was set at {}", loc_of(f, sp).map(|l| l.to_string()).unwrap_or_default()));
+                                diag = diag.with_help(format!(
+                                    "the value was set at {}",
+                                    loc_of(f, sp).map(|l| l.to_string()).unwrap_or_default()
+                                ));
                             }
                         }
                         self.errors.push(diag);
                     }
-                    Ok(other) => self.errors.push(Diag::error(format!("validation condition must be a bool, got {}", eval::type_name(&other))).at(&cond.file, Some(cond.span.clone()))),
+                    Ok(other) => self.errors.push(
+                        Diag::error(format!(
+                            "validation condition must be a bool, got {}",
+                            eval::type_name(&other)
+                        ))
+                        .at(&cond.file, Some(cond.span.clone())),
+                    ),
                     Err(e) => report(&mut self.errors, e, &cond.file, cond.span.clone()),
                 }
             }
@@ -438,25 +547,41 @@ impl<'o> Loader<'o> {
 
         // locals
         let mut seen_locals = HashSet::new();
-        for (i, (a, sensitive)) in local_attrs.iter().enumerate() {
+        for (i, (a, _)) in local_attrs.iter().enumerate() {
             if !seen_locals.insert(a.key.clone()) {
-                self.errors.push(Diag::error(format!("duplicate local value \"{}\"", a.key)).at(&a.file, Some(a.span.clone())));
+                self.errors.push(
+                    Diag::error(format!("duplicate local value \"{}\"", a.key))
+                        .at(&a.file, Some(a.span.clone())),
+                );
                 continue;
             }
-            g.locals.insert(a.key.clone(), LocalDef { expr: a.expr.clone(), sensitive: *sensitive, index: i });
+            g.locals.insert(
+                a.key.clone(),
+                LocalDef {
+                    expr: a.expr.clone(),
+                    index: i,
+                },
+            );
         }
         let mut local_infos = Vec::new();
         for (a, sensitive) in &local_attrs {
             let v = g.local(&a.key).ok();
-            local_infos.push(LocalInfo { name: a.key.clone(), sensitive: *sensitive, value: v, location: loc_of(&a.file, &a.span) });
+            local_infos.push(LocalInfo {
+                name: a.key.clone(),
+                sensitive: *sensitive,
+                value: v,
+                location: loc_of(&a.file, &a.span),
+            });
         }
         for (i, m) in g.local_errors.borrow().iter() {
             let (a, _) = &local_attrs[*i];
-            self.errors.push(Diag::error(m.clone()).at(&a.file, Some(a.span.clone())));
+            self.errors
+                .push(Diag::error(m.clone()).at(&a.file, Some(a.span.clone())));
         }
 
         // packer block
-        let required = packer::read_packer_blocks(&packer_blocks, &g, &mut self.errors, &mut self.warnings);
+        let required =
+            packer::read_packer_blocks(&packer_blocks, &g, &mut self.errors, &mut self.warnings);
 
         // builds
         let mut runs = Vec::new();
@@ -473,13 +598,23 @@ impl<'o> Loader<'o> {
             }
         }
         if builds.is_empty() && self.errors.is_empty() {
-            self.warnings.push(Diag::warning("the template has no build block: nothing to build"));
+            self.warnings.push(Diag::warning(
+                "the template has no build block: nothing to build",
+            ));
         }
         for b in &builds {
             self.build_block(b, &g, &sources, &required, &mut runs, &mut other_runs);
         }
         for r in &runs {
-            for s in [&r.config.password, &r.config.token, &r.config.communicator.ssh_password, &r.config.communicator.winrm_password].into_iter().flatten() {
+            for s in [
+                &r.config.password,
+                &r.config.token,
+                &r.config.communicator.ssh_password,
+                &r.config.communicator.winrm_password,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 sensitive_values.push(s.clone());
             }
         }
@@ -499,14 +634,30 @@ impl<'o> Loader<'o> {
                 location: loc_of(&d.block.file, &d.block.span),
             })
             .collect();
-        Some(BuildPlan { runs, other_runs, variables, locals: local_infos, sensitive_values, required, root, files })
+        Some(BuildPlan {
+            runs,
+            other_runs,
+            variables,
+            locals: local_infos,
+            sensitive_values,
+            required,
+            root,
+            files,
+        })
     }
 
     fn err_block(&mut self, b: &RawBlock, msg: &str) {
-        self.errors.push(Diag::error(msg.to_string()).at(&b.file, Some(b.span.clone())));
+        self.errors
+            .push(Diag::error(msg.to_string()).at(&b.file, Some(b.span.clone())));
     }
 
-    fn load_var_file(&mut self, f: &Arc<SourceFile>, src: VarSource, decls: &mut IndexMap<String, VarDecl>, g: &Globals) {
+    fn load_var_file(
+        &mut self,
+        f: &Arc<SourceFile>,
+        src: VarSource,
+        decls: &mut IndexMap<String, VarDecl>,
+        g: &Globals,
+    ) {
         if f.name.ends_with(".json") {
             match serde_json::from_str::<serde_json::Value>(&f.text) {
                 Ok(serde_json::Value::Object(m)) => {
@@ -515,8 +666,12 @@ impl<'o> Loader<'o> {
                         self.assign_var(decls, &k, val, src, f, 0..0);
                     }
                 }
-                Ok(_) => self.errors.push(Diag::error("a JSON variables file must hold an object").at_file(f)),
-                Err(e) => self.errors.push(Diag::error(format!("invalid JSON: {e}")).at_file(f)),
+                Ok(_) => self
+                    .errors
+                    .push(Diag::error("a JSON variables file must hold an object").at_file(f)),
+                Err(e) => self
+                    .errors
+                    .push(Diag::error(format!("invalid JSON: {e}")).at_file(f)),
             }
             return;
         }
@@ -527,7 +682,14 @@ impl<'o> Loader<'o> {
                 return;
             }
         };
-        let mut g2 = Globals::new(FuncContext { allow_env: false, ..g.func.clone() }, g.path.clone(), g.packer.clone());
+        let mut g2 = Globals::new(
+            FuncContext {
+                allow_env: false,
+                ..g.func.clone()
+            },
+            g.path.clone(),
+            g.packer.clone(),
+        );
         g2.vars = Map::new();
         let scope = Scope::root(&g2);
         for item in &body.items {
@@ -548,7 +710,15 @@ impl<'o> Loader<'o> {
         }
     }
 
-    fn assign_var(&mut self, decls: &mut IndexMap<String, VarDecl>, name: &str, v: Value, src: VarSource, f: &Arc<SourceFile>, span: std::ops::Range<usize>) {
+    fn assign_var(
+        &mut self,
+        decls: &mut IndexMap<String, VarDecl>,
+        name: &str,
+        v: Value,
+        src: VarSource,
+        f: &Arc<SourceFile>,
+        span: std::ops::Range<usize>,
+    ) {
         match decls.get_mut(name) {
             Some(d) => {
                 d.value = Some(v);
@@ -579,10 +749,12 @@ impl<'o> Loader<'o> {
         let root = Scope::root(g);
         let mut build_name = None;
         // source references, in order: `sources = [...]` then `source "x.y" {}` blocks
-        let mut refs: Vec<(String, String, Option<&RawBlock>, std::ops::Range<usize>, Arc<SourceFile>)> = Vec::new();
+        let mut refs: Vec<SourceRef> = Vec::new();
         let mut src_obj = Map::new();
         for (t, n) in sources.keys() {
-            let entry = src_obj.entry(t.clone()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = src_obj
+                .entry(t.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(m) = entry {
                 m.insert(n.clone(), Value::String(format!("source.{t}.{n}")));
             }
@@ -654,32 +826,47 @@ impl<'o> Loader<'o> {
             let mut run_name = name.clone();
             if let Some(ob) = override_block {
                 let idents: HashSet<String> = ob.body.blocks().map(|x| x.ident.clone()).collect();
-                merged.items.retain(|i| !matches!(i, RawItem::Block(x) if idents.contains(&x.ident)));
+                merged
+                    .items
+                    .retain(|i| !matches!(i, RawItem::Block(x) if idents.contains(&x.ident)));
                 for item in &ob.body.items {
                     match item {
                         RawItem::Attr(a) if a.key == "name" => match root.eval(&a.expr) {
                             Ok(Value::String(s)) => run_name = s,
-                            Ok(_) => self.errors.push(Diag::error("name must be a string").at(&a.file, Some(a.span.clone()))),
+                            Ok(_) => self.errors.push(
+                                Diag::error("name must be a string")
+                                    .at(&a.file, Some(a.span.clone())),
+                            ),
                             Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
                         },
                         RawItem::Attr(a) => {
-                            merged.items.retain(|i| !matches!(i, RawItem::Attr(x) if x.key == a.key));
+                            merged
+                                .items
+                                .retain(|i| !matches!(i, RawItem::Attr(x) if x.key == a.key));
                             merged.items.push(RawItem::Attr(a.clone()));
                         }
                         RawItem::Block(bb) => merged.items.push(RawItem::Block(bb.clone())),
                     }
                 }
             }
-            let canonical_type = if ty == "proxmox" { "proxmox-iso".to_string() } else { ty.clone() };
+            let canonical_type = if ty == "proxmox" {
+                "proxmox-iso".to_string()
+            } else {
+                ty.clone()
+            };
             let full = format!("{canonical_type}.{run_name}");
             if !self.selected(&full, build_name.as_deref(), &ty, &run_name) {
                 continue;
             }
             let mut s = root.child();
             s.bind("source", source_obj(&canonical_type, &run_name));
-            s.bind("build", build_obj(build_name.as_deref(), &canonical_type, &run_name));
+            s.bind(
+                "build",
+                build_obj(build_name.as_deref(), &canonical_type, &run_name),
+            );
             let ebody = eval_body(&merged, &s, &mut self.errors);
-            let (provs, pps) = self.build_steps(b, &s, &full, &ty, &run_name, build_name.as_deref());
+            let (provs, pps) =
+                self.build_steps(b, &s, &full, &ty, &run_name, build_name.as_deref());
             match ty.as_str() {
                 "proxmox-iso" | "proxmox" => {
                     if ty == "proxmox" {
@@ -731,10 +918,22 @@ impl<'o> Loader<'o> {
     }
 
     /// Provisioners and post-processors of a build, evaluated for one run.
-    fn build_steps(&mut self, b: &RawBlock, s: &Scope, full: &str, raw_type: &str, name: &str, build: Option<&str>) -> (Vec<Provisioner>, Vec<PostProcessor>) {
+    fn build_steps(
+        &mut self,
+        b: &RawBlock,
+        s: &Scope,
+        full: &str,
+        raw_type: &str,
+        name: &str,
+        build: Option<&str>,
+    ) -> (Vec<Provisioner>, Vec<PostProcessor>) {
         let mut provs = Vec::new();
         let mut pps = Vec::new();
-        let names = [full.to_string(), format!("{raw_type}.{name}"), build.map(|b| format!("{b}.{full}")).unwrap_or_default()];
+        let names = [
+            full.to_string(),
+            format!("{raw_type}.{name}"),
+            build.map(|b| format!("{b}.{full}")).unwrap_or_default(),
+        ];
         let mut chain = 0usize;
         let mut blocks: Vec<(EBlock, usize)> = Vec::new();
         for item in &b.body.items {
@@ -742,12 +941,26 @@ impl<'o> Loader<'o> {
             match x.ident.as_str() {
                 "provisioner" | "post-processor" => {
                     let e = ebody::eval_body(&x.body, s, &mut self.errors);
-                    blocks.push((EBlock { ident: x.ident.clone(), labels: x.labels.clone(), body: e, span: x.span.clone(), file: x.file.clone() }, chain));
+                    blocks.push((
+                        EBlock {
+                            ident: x.ident.clone(),
+                            labels: x.labels.clone(),
+                            body: e,
+                            span: x.span.clone(),
+                            file: x.file.clone(),
+                        },
+                        chain,
+                    ));
                     if x.ident == "post-processor" {
                         chain += 1;
                     }
                 }
-                "dynamic" if matches!(x.labels.first().map(|s| s.as_str()), Some("provisioner" | "post-processor")) => {
+                "dynamic"
+                    if matches!(
+                        x.labels.first().map(|s| s.as_str()),
+                        Some("provisioner" | "post-processor")
+                    ) =>
+                {
                     let mut out = Vec::new();
                     ebody::expand_dynamic(x, s, &mut self.errors, &mut out);
                     for e in out {
@@ -762,7 +975,16 @@ impl<'o> Loader<'o> {
                     for inner in x.body.blocks() {
                         if inner.ident == "post-processor" {
                             let e = ebody::eval_body(&inner.body, s, &mut self.errors);
-                            blocks.push((EBlock { ident: inner.ident.clone(), labels: inner.labels.clone(), body: e, span: inner.span.clone(), file: inner.file.clone() }, chain));
+                            blocks.push((
+                                EBlock {
+                                    ident: inner.ident.clone(),
+                                    labels: inner.labels.clone(),
+                                    body: e,
+                                    span: inner.span.clone(),
+                                    file: inner.file.clone(),
+                                },
+                                chain,
+                            ));
                         } else {
                             self.err_block(inner, &format!("unknown block \"{}\" in post-processors (expected post-processor)", inner.ident));
                         }
@@ -770,7 +992,12 @@ impl<'o> Loader<'o> {
                     chain += 1;
                 }
                 "error-cleanup-provisioner" => {
-                    self.warnings.push(Diag::warning("error-cleanup-provisioner is not supported by kiln yet and is ignored").at(&x.file, Some(x.span.clone())));
+                    self.warnings.push(
+                        Diag::warning(
+                            "error-cleanup-provisioner is not supported by kiln yet and is ignored",
+                        )
+                        .at(&x.file, Some(x.span.clone())),
+                    );
                 }
                 _ => {}
             }
@@ -783,7 +1010,8 @@ impl<'o> Loader<'o> {
                 if let Some(p) = provisioners::decode_provisioner(&e, &mut self.errors) {
                     provs.push(p);
                 }
-            } else if let Some(p) = provisioners::decode_post_processor(&e, chain, &mut self.errors) {
+            } else if let Some(p) = provisioners::decode_post_processor(&e, chain, &mut self.errors)
+            {
                 pps.push(p);
             }
         }
@@ -793,11 +1021,26 @@ impl<'o> Loader<'o> {
     fn step_selected(&mut self, e: &EBlock, names: &[String]) -> bool {
         let list = |k: &str| -> Option<Vec<String>> {
             e.body.attrs.get(k).map(|a| match &a.value {
-                Value::Array(items) => items.iter().filter_map(|v| if let Value::String(s) = v { Some(s.clone()) } else { None }).collect(),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|v| {
+                        if let Value::String(s) = v {
+                            Some(s.clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
                 _ => Vec::new(),
             })
         };
-        let matches = |l: &[String]| l.iter().any(|p| names.iter().any(|n| !n.is_empty() && (p == n || p.strip_prefix("source.") == Some(n.as_str()))));
+        let matches = |l: &[String]| {
+            l.iter().any(|p| {
+                names.iter().any(|n| {
+                    !n.is_empty() && (p == n || p.strip_prefix("source.") == Some(n.as_str()))
+                })
+            })
+        };
         if let Some(only) = list("only") {
             if !matches(&only) {
                 return false;
@@ -812,6 +1055,15 @@ impl<'o> Loader<'o> {
     }
 }
 
+/// (type, name, build-level override block, span and file of the reference)
+type SourceRef<'a> = (
+    String,
+    String,
+    Option<&'a RawBlock>,
+    std::ops::Range<usize>,
+    Arc<SourceFile>,
+);
+
 fn source_obj(ty: &str, name: &str) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), Value::String(name.into()));
@@ -823,10 +1075,28 @@ fn source_obj(ty: &str, name: &str) -> Value {
 /// left as Go-template placeholders that the build layer renders.
 fn build_obj(build: Option<&str>, ty: &str, name: &str) -> Value {
     let mut m = Map::new();
-    m.insert("name".into(), Value::String(build.map(|b| b.to_string()).unwrap_or_else(|| format!("{ty}.{name}"))));
+    m.insert(
+        "name".into(),
+        Value::String(
+            build
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| format!("{ty}.{name}")),
+        ),
+    );
     for k in [
-        "ID", "Host", "Port", "User", "Password", "ConnType", "PackerRunUUID", "PackerHTTPAddr", "PackerHTTPIP", "PackerHTTPPort",
-        "SSHPublicKey", "SSHPrivateKey", "WinRMPassword",
+        "ID",
+        "Host",
+        "Port",
+        "User",
+        "Password",
+        "ConnType",
+        "PackerRunUUID",
+        "PackerHTTPAddr",
+        "PackerHTTPIP",
+        "PackerHTTPPort",
+        "SSHPublicKey",
+        "SSHPrivateKey",
+        "WinRMPassword",
     ] {
         m.insert(k.into(), Value::String(format!("{{{{ build `{k}` }}}}")));
     }
@@ -876,9 +1146,24 @@ pub fn parse_cli_value(raw: &str, ty: &Type) -> Result<Value, String> {
     if matches!(ty, Type::Number | Type::Bool) {
         return Ok(Value::String(raw.to_string()));
     }
-    let body: hcl::Body = hcl::from_str(&format!("v = {raw}\n")).map_err(|e| format!("cannot parse \"{raw}\" as an HCL value: {}", e.to_string().lines().next().unwrap_or("")))?;
-    let Some(attr) = body.attributes().next() else { return Err("empty value".into()) };
-    let g = Globals::new(FuncContext { cwd: PathBuf::from("."), allow_env: false, now: time::OffsetDateTime::UNIX_EPOCH }, Value::Null, Value::Null);
+    let body: hcl::Body = hcl::from_str(&format!("v = {raw}\n")).map_err(|e| {
+        format!(
+            "cannot parse \"{raw}\" as an HCL value: {}",
+            e.to_string().lines().next().unwrap_or("")
+        )
+    })?;
+    let Some(attr) = body.attributes().next() else {
+        return Err("empty value".into());
+    };
+    let g = Globals::new(
+        FuncContext {
+            cwd: PathBuf::from("."),
+            allow_env: false,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        },
+        Value::Null,
+        Value::Null,
+    );
     Scope::root(&g).eval(attr.expr()).map_err(|e| match e {
         EvalError::Msg(m) => m,
         EvalError::Reported => "invalid value".into(),

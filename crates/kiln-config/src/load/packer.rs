@@ -13,7 +13,12 @@ use std::sync::Arc;
 /// Where the proxmox plugin pin was written (for the boot_iso rule).
 static PIN_AT: std::sync::Mutex<Option<(String, usize)>> = std::sync::Mutex::new(None);
 
-pub fn read_packer_blocks(blocks: &[RawBlock], g: &Globals, errs: &mut Vec<Diag>, warnings: &mut Vec<Diag>) -> Required {
+pub fn read_packer_blocks(
+    blocks: &[RawBlock],
+    g: &Globals,
+    errs: &mut Vec<Diag>,
+    warnings: &mut Vec<Diag>,
+) -> Required {
     let mut req = Required::default();
     let scope = Scope::root(g);
     let mut spans: Vec<(String, Arc<SourceFile>, Range<usize>)> = Vec::new();
@@ -34,29 +39,61 @@ pub fn read_packer_blocks(blocks: &[RawBlock], g: &Globals, errs: &mut Vec<Diag>
         }
         for rp in b.body.blocks() {
             if rp.ident != "required_plugins" {
-                errs.push(Diag::error(format!("unknown block \"{}\" in packer block", rp.ident)).at(&rp.file, Some(rp.span.clone())));
+                errs.push(
+                    Diag::error(format!("unknown block \"{}\" in packer block", rp.ident))
+                        .at(&rp.file, Some(rp.span.clone())),
+                );
                 continue;
             }
             for a in rp.body.attrs() {
                 match scope.eval(&a.expr) {
                     Ok(Value::Object(m)) => {
-                        let get = |k: &str| m.get(k).and_then(|v| if let Value::String(s) = v { Some(s.clone()) } else { None });
+                        let get = |k: &str| {
+                            m.get(k).and_then(|v| {
+                                if let Value::String(s) = v {
+                                    Some(s.clone())
+                                } else {
+                                    None
+                                }
+                            })
+                        };
                         let source = get("source").unwrap_or_default();
                         let version = get("version").unwrap_or_default();
                         if source.is_empty() {
-                            errs.push(Diag::error(format!("required_plugins \"{}\": source is required", a.key)).at(&a.file, Some(a.span.clone())));
+                            errs.push(
+                                Diag::error(format!(
+                                    "required_plugins \"{}\": source is required",
+                                    a.key
+                                ))
+                                .at(&a.file, Some(a.span.clone())),
+                            );
                         }
                         spans.push((a.key.clone(), a.file.clone(), a.span.clone()));
-                        req.plugins.push(RequiredPlugin { name: a.key.clone(), source, version });
+                        req.plugins.push(RequiredPlugin {
+                            name: a.key.clone(),
+                            source,
+                            version,
+                        });
                     }
-                    Ok(_) => errs.push(Diag::error(format!("required_plugins \"{}\" must be an object {{ source, version }}", a.key)).at(&a.file, Some(a.span.clone()))),
+                    Ok(_) => errs.push(
+                        Diag::error(format!(
+                            "required_plugins \"{}\" must be an object {{ source, version }}",
+                            a.key
+                        ))
+                        .at(&a.file, Some(a.span.clone())),
+                    ),
                     Err(e) => super::ebody::report(errs, e, &a.file, a.span.clone()),
                 }
             }
         }
     }
     crate::load::packer_versions::check(&req, version_at.as_ref(), &spans, errs, warnings);
-    if let Some((_, f, s)) = spans.iter().zip(req.plugins.iter()).find(|(_, p)| is_proxmox(p)).map(|(s, _)| s) {
+    if let Some((_, f, s)) = spans
+        .iter()
+        .zip(req.plugins.iter())
+        .find(|(_, p)| is_proxmox(p))
+        .map(|(s, _)| s)
+    {
         let (line, _) = f.line_col(s.start);
         if let Ok(mut g) = PIN_AT.lock() {
             *g = Some((f.name.clone(), line));
@@ -66,18 +103,37 @@ pub fn read_packer_blocks(blocks: &[RawBlock], g: &Globals, errs: &mut Vec<Diag>
 }
 
 pub fn is_proxmox(p: &RequiredPlugin) -> bool {
-    p.source.trim_end_matches('/').ends_with("hashicorp/proxmox")
+    p.source
+        .trim_end_matches('/')
+        .ends_with("hashicorp/proxmox")
 }
 
 /// `boot_iso` first shipped in plugin v1.2.0: a pin that excludes every 1.2.x+ version while
 /// the source uses `boot_iso` cannot work.
-pub fn check_boot_iso_pin(body: &EBody, req: &Required, file: &Arc<SourceFile>, span: Range<usize>, errs: &mut Vec<Diag>) {
-    let Some(b) = body.blocks.iter().find(|b| b.ident == "boot_iso") else { return };
+pub fn check_boot_iso_pin(
+    body: &EBody,
+    req: &Required,
+    file: &Arc<SourceFile>,
+    span: Range<usize>,
+    errs: &mut Vec<Diag>,
+) {
+    let Some(b) = body.blocks.iter().find(|b| b.ident == "boot_iso") else {
+        return;
+    };
     let _ = (file, span);
     for p in req.plugins.iter().filter(|p| is_proxmox(p)) {
-        let allows = ["1.2.0", "1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.3.0", "2.0.0"].iter().any(|v| constraint_allows(&p.version, v));
+        let allows = [
+            "1.2.0", "1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.3.0", "2.0.0",
+        ]
+        .iter()
+        .any(|v| constraint_allows(&p.version, v));
         if !allows {
-            let pin = PIN_AT.lock().ok().and_then(|g| g.clone()).map(|(f, l)| format!(" (pinned at {f}:{l})")).unwrap_or_default();
+            let pin = PIN_AT
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .map(|(f, l)| format!(" (pinned at {f}:{l})"))
+                .unwrap_or_default();
             errs.push(
                 Diag::error(format!(
                     "boot_iso needs the proxmox plugin >= 1.2.0, but required_plugins pins proxmox to \"{}\"{pin}",
@@ -99,7 +155,10 @@ fn parse_ver(s: &str) -> Option<Vec<u64>> {
 fn cmp(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
     let n = a.len().max(b.len());
     for i in 0..n {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         if x != y {
             return x.cmp(&y);
         }
@@ -109,7 +168,9 @@ fn cmp(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
 
 /// Go-version style constraint check (`>=`, `~>`, `=`, `!=`, `<`, `>`, `<=`, comma = and).
 pub fn constraint_allows(constraint: &str, version: &str) -> bool {
-    let Some(v) = parse_ver(version) else { return false };
+    let Some(v) = parse_ver(version) else {
+        return false;
+    };
     constraint.split(',').all(|c| {
         let c = c.trim();
         if c.is_empty() {
@@ -119,7 +180,9 @@ pub fn constraint_allows(constraint: &str, version: &str) -> bool {
             .iter()
             .find_map(|op| c.strip_prefix(op).map(|r| (*op, r)))
             .unwrap_or(("=", c));
-        let Some(want) = parse_ver(rest) else { return true };
+        let Some(want) = parse_ver(rest) else {
+            return true;
+        };
         use std::cmp::Ordering::*;
         match op {
             "=" => cmp(&v, &want) == Equal,

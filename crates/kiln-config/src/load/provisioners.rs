@@ -7,7 +7,11 @@ use std::time::Duration;
 
 pub fn location(b: &EBlock) -> Option<Location> {
     let (line, column) = b.file.line_col(b.span.start);
-    Some(Location { file: b.file.name.clone().into(), line, column })
+    Some(Location {
+        file: b.file.name.clone().into(),
+        line,
+        column,
+    })
 }
 
 fn exit_codes(d: &mut Dec, key: &'static str) -> Vec<i64> {
@@ -28,7 +32,10 @@ fn exit_codes(d: &mut Dec, key: &'static str) -> Vec<i64> {
 
 pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisioner> {
     let Some(ty) = b.labels.first().cloned() else {
-        errs.push(Diag::error("a provisioner block needs a type label, e.g. provisioner \"shell\" { … }").at(&b.file, Some(b.span.clone())));
+        errs.push(
+            Diag::error("a provisioner block needs a type label, e.g. provisioner \"shell\" { … }")
+                .at(&b.file, Some(b.span.clone())),
+        );
         return None;
     };
     let mut d = Dec::for_block(b, errs, format!("provisioner \"{ty}\""));
@@ -42,7 +49,9 @@ pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisione
             let use_env_var_file = d.flag("use_env_var_file");
             let s = Shell {
                 inline: d.list_or_empty("inline"),
-                inline_shebang: d.str("inline_shebang").unwrap_or_else(|| "/bin/sh -e".into()),
+                inline_shebang: d
+                    .str("inline_shebang")
+                    .unwrap_or_else(|| "/bin/sh -e".into()),
                 script: d.str("script"),
                 scripts: d.list_or_empty("scripts"),
                 environment_vars: d.list_or_empty("environment_vars"),
@@ -62,11 +71,21 @@ pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisione
                 remote_file: d.str("remote_file"),
                 remote_path: d.str("remote_path"),
                 skip_clean: d.flag("skip_clean"),
-                start_retry_timeout: d.dur("start_retry_timeout").filter(|t| !t.is_zero()).unwrap_or(Duration::from_secs(300)),
+                start_retry_timeout: d
+                    .dur("start_retry_timeout")
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(Duration::from_secs(300)),
                 pause_after: d.dur("pause_after").unwrap_or(Duration::ZERO),
                 binary: d.flag("binary"),
             };
-            let n = [!s.inline.is_empty(), s.script.is_some(), !s.scripts.is_empty()].iter().filter(|x| **x).count();
+            let n = [
+                !s.inline.is_empty(),
+                s.script.is_some(),
+                !s.scripts.is_empty(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
             if n != 1 && b.body.failed.is_empty() {
                 d.err("shell: exactly one of inline, script or scripts must be specified");
             }
@@ -81,11 +100,18 @@ pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisione
                 direction: d.str("direction").unwrap_or_else(|| "upload".into()),
                 generated: d.flag("generated"),
             };
-            if f.source.is_none() && f.sources.is_empty() && f.content.is_none() && b.body.failed.is_empty() {
+            if f.source.is_none()
+                && f.sources.is_empty()
+                && f.content.is_none()
+                && b.body.failed.is_empty()
+            {
                 d.err("file: one of source, sources or content must be specified");
             }
             if f.direction != "upload" && f.direction != "download" {
-                d.err_at("direction", "file: direction must be \"upload\" or \"download\"");
+                d.err_at(
+                    "direction",
+                    "file: direction must be \"upload\" or \"download\"",
+                );
             }
             ProvisionerKind::File(f)
         }
@@ -143,17 +169,28 @@ pub fn decode_provisioner(b: &EBlock, errs: &mut Vec<Diag>) -> Option<Provisione
             ProvisionerKind::AnsibleLocal(a)
         }
         "shell-local" => ProvisionerKind::ShellLocal(shell_local(&mut d)),
-        "breakpoint" => ProvisionerKind::Breakpoint(Breakpoint { note: d.str("note"), disable: d.flag("disable") }),
+        "breakpoint" => ProvisionerKind::Breakpoint(Breakpoint {
+            note: d.str("note"),
+            disable: d.flag("disable"),
+        }),
         other => {
             let msg = format!(
                 "not supported: provisioner \"{other}\" (kiln implements shell, file, ansible, ansible-local, shell-local, breakpoint)"
             );
-            d.errs.push(Diag::error(msg).at(&b.file, Some(b.span.clone())));
+            d.errs
+                .push(Diag::error(msg).at(&b.file, Some(b.span.clone())));
             return None;
         }
     };
     d.finish();
-    Some(Provisioner { name, pause_before, max_retries, timeout, kind, location: location(b) })
+    Some(Provisioner {
+        name,
+        pause_before,
+        max_retries,
+        timeout,
+        kind,
+        location: location(b),
+    })
 }
 
 fn shell_local(d: &mut Dec) -> ShellLocal {
@@ -171,16 +208,31 @@ fn shell_local(d: &mut Dec) -> ShellLocal {
         only_on: d.list_or_empty("only_on"),
     };
     d.accept(&["env_var_format", "tempfile_extension"]);
-    let n = [!s.inline.is_empty(), s.script.is_some(), !s.scripts.is_empty(), s.command.is_some()].iter().filter(|x| **x).count();
+    let n = [
+        !s.inline.is_empty(),
+        s.script.is_some(),
+        !s.scripts.is_empty(),
+        s.command.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if n != 1 && d.body.failed.is_empty() {
         d.err("shell-local: exactly one of command, inline, script or scripts must be specified");
     }
     s
 }
 
-pub fn decode_post_processor(b: &EBlock, chain: usize, errs: &mut Vec<Diag>) -> Option<PostProcessor> {
+pub fn decode_post_processor(
+    b: &EBlock,
+    chain: usize,
+    errs: &mut Vec<Diag>,
+) -> Option<PostProcessor> {
     let Some(ty) = b.labels.first().cloned() else {
-        errs.push(Diag::error("a post-processor block needs a type label").at(&b.file, Some(b.span.clone())));
+        errs.push(
+            Diag::error("a post-processor block needs a type label")
+                .at(&b.file, Some(b.span.clone())),
+        );
         return None;
     };
     let mut d = Dec::for_block(b, errs, format!("post-processor \"{ty}\""));
@@ -189,18 +241,29 @@ pub fn decode_post_processor(b: &EBlock, chain: usize, errs: &mut Vec<Diag>) -> 
     let keep_input_artifact = d.bool("keep_input_artifact");
     let kind = match ty.as_str() {
         "manifest" => PostProcessorKind::Manifest(Manifest {
-            output: d.str("output").unwrap_or_else(|| "packer-manifest.json".into()),
+            output: d
+                .str("output")
+                .unwrap_or_else(|| "packer-manifest.json".into()),
             strip_path: d.flag("strip_path"),
             strip_time: d.flag("strip_time"),
             custom_data: d.map("custom_data"),
         }),
         "shell-local" => PostProcessorKind::ShellLocal(shell_local(&mut d)),
         other => {
-            let msg = format!("not supported: post-processor \"{other}\" (kiln implements manifest, shell-local)");
-            d.errs.push(Diag::error(msg).at(&b.file, Some(b.span.clone())));
+            let msg = format!(
+                "not supported: post-processor \"{other}\" (kiln implements manifest, shell-local)"
+            );
+            d.errs
+                .push(Diag::error(msg).at(&b.file, Some(b.span.clone())));
             return None;
         }
     };
     d.finish();
-    Some(PostProcessor { name, keep_input_artifact, chain, kind, location: location(b) })
+    Some(PostProcessor {
+        name,
+        keep_input_artifact,
+        chain,
+        kind,
+        location: location(b),
+    })
 }

@@ -59,12 +59,17 @@ pub fn decode(
     if let Some(u) = &c.proxmox_url {
         let t = u.trim_end_matches('/').to_string();
         if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            d.err_at("proxmox_url", format!("could not parse proxmox_url: \"{u}\" is not a URL"));
+            d.err_at(
+                "proxmox_url",
+                format!("could not parse proxmox_url: \"{u}\" is not a URL"),
+            );
         } else if !(t.starts_with("http://") || t.starts_with("https://")) {
             let a = &body.attrs["proxmox_url"];
             cx.warnings.push(
-                Diag::warning(format!("proxmox_url \"{u}\" is not an http(s) URL; the build will fail to connect"))
-                    .at(&a.file, Some(a.span.clone())),
+                Diag::warning(format!(
+                    "proxmox_url \"{u}\" is not an http(s) URL; the build will fail to connect"
+                ))
+                .at(&a.file, Some(a.span.clone())),
             );
         }
         c.proxmox_url = Some(t);
@@ -129,7 +134,13 @@ pub fn decode(
     if let Some(b) = d.uint::<u32>("ballooning_minimum") {
         c.ballooning_minimum = b;
         if b > c.memory {
-            d.err_at("ballooning_minimum", format!("ballooning_minimum ({b}) must be lower than memory ({})", c.memory));
+            d.err_at(
+                "ballooning_minimum",
+                format!(
+                    "ballooning_minimum ({b}) must be lower than memory ({})",
+                    c.memory
+                ),
+            );
         }
     }
     if let Some(v) = d.uint::<u32>("cores") {
@@ -146,7 +157,10 @@ pub fn decode(
     }
     c.numa = d.flag("numa");
     if let Some(v) = d.str("os") {
-        const OS: &[&str] = &["wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24", "l26", "solaris", "other"];
+        const OS: &[&str] = &[
+            "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24", "l26",
+            "solaris", "other",
+        ];
         if !OS.contains(&v.as_str()) {
             d.err_at("os", format!("os \"{v}\" is not one of {}", OS.join(", ")));
         }
@@ -155,15 +169,28 @@ pub fn decode(
     c.bios = d.str("bios");
     if let Some(b) = &c.bios {
         if b != "seabios" && b != "ovmf" {
-            d.err_at("bios", format!("bios \"{b}\" must be \"seabios\" or \"ovmf\""));
+            d.err_at(
+                "bios",
+                format!("bios \"{b}\" must be \"seabios\" or \"ovmf\""),
+            );
         }
     }
     c.machine = d.str("machine");
     c.boot = d.str("boot");
     if let Some(v) = d.str("scsi_controller") {
-        const SC: &[&str] = &["lsi", "lsi53c810", "virtio-scsi-pci", "virtio-scsi-single", "megasas", "pvscsi"];
+        const SC: &[&str] = &[
+            "lsi",
+            "lsi53c810",
+            "virtio-scsi-pci",
+            "virtio-scsi-single",
+            "megasas",
+            "pvscsi",
+        ];
         if !SC.contains(&v.as_str()) {
-            d.err_at("scsi_controller", format!("scsi_controller \"{v}\" is not one of {}", SC.join(", ")));
+            d.err_at(
+                "scsi_controller",
+                format!("scsi_controller \"{v}\" is not one of {}", SC.join(", ")),
+            );
         }
         c.scsi_controller = v;
     }
@@ -173,11 +200,22 @@ pub fn decode(
     c.disable_kvm = d.flag("disable_kvm");
     c.serials = d.list_or_empty("serials");
     if c.serials.len() > 4 {
-        d.err_at("serials", format!("too many serials: {} serials defined, but proxmox accepts 4 elements maximum", c.serials.len()));
+        d.err_at(
+            "serials",
+            format!(
+                "too many serials: {} serials defined, but proxmox accepts 4 elements maximum",
+                c.serials.len()
+            ),
+        );
     }
     for s in c.serials.clone() {
         if s != "socket" && !(s.starts_with("/dev/") && s.len() > 5) {
-            d.err_at("serials", format!("serials must respond to pattern \"/dev/.+\" or be \"socket\". It was \"{s}\""));
+            d.err_at(
+                "serials",
+                format!(
+                    "serials must respond to pattern \"/dev/.+\" or be \"socket\". It was \"{s}\""
+                ),
+            );
         }
     }
     c.qemu_additional_args = d.str("qemu_additional_args");
@@ -193,8 +231,15 @@ pub fn decode(
         }
         c.efi_config = Some(e);
     } else if let Some(pool) = c.efidisk.clone() {
-        cx.warnings.push(Diag::warning("efidisk is deprecated, please use efi_config instead").at(file, body.attrs.get("efidisk").map(|a| a.span.clone())));
-        c.efi_config = Some(EfiConfig { efi_storage_pool: Some(pool), efi_type: Some("4m".into()), ..EfiConfig::default() });
+        cx.warnings.push(
+            Diag::warning("efidisk is deprecated, please use efi_config instead")
+                .at(file, body.attrs.get("efidisk").map(|a| a.span.clone())),
+        );
+        c.efi_config = Some(EfiConfig {
+            efi_storage_pool: Some(pool),
+            efi_type: Some("4m".into()),
+            ..EfiConfig::default()
+        });
     }
     if let Some(b) = d.block("tpm_config") {
         c.tpm_config = Some(decode_tpm(b, d.errs));
@@ -206,7 +251,8 @@ pub fn decode(
         c.pci_devices.push(decode_pci(b, i, d.errs));
     }
     for (i, b) in d.blocks("disks").into_iter().enumerate() {
-        c.disks.push(decode_disk(b, i, &c.scsi_controller, d.errs, cx));
+        c.disks
+            .push(decode_disk(b, i, &c.scsi_controller, d.errs, cx));
     }
     for (i, b) in d.blocks("network_adapters").into_iter().enumerate() {
         c.network_adapters.push(decode_nic(b, i, d.errs));
@@ -216,7 +262,12 @@ pub fn decode(
     let boot_block = d.block("boot_iso");
     let mut boot = match boot_block {
         Some(b) => decode_iso(b, true, None, d.errs),
-        None => IsoConfig { r#type: "ide".into(), index: Some("2".into()), iso_target_extension: "iso".into(), ..IsoConfig::default() },
+        None => IsoConfig {
+            r#type: "ide".into(),
+            index: Some("2".into()),
+            iso_target_extension: "iso".into(),
+            ..IsoConfig::default()
+        },
     };
     // deprecated top-level keys
     let mut used_deprecated = false;
@@ -264,13 +315,25 @@ pub fn decode(
         }
     }
     if body.failed.is_empty() && boot_block.is_none_or(|b| b.body.failed.is_empty()) {
-        check_iso(&boot, "boot_iso", boot_block.map(|b| (&b.file, b.span.clone())).unwrap_or((file, d.span.clone())), d.errs);
+        check_iso(
+            &boot,
+            "boot_iso",
+            boot_block
+                .map(|b| (&b.file, b.span.clone()))
+                .unwrap_or((file, d.span.clone())),
+            d.errs,
+        );
     }
     c.boot_iso = boot;
     for (i, b) in d.blocks("additional_iso_files").into_iter().enumerate() {
         let iso = decode_iso(b, false, Some(i), d.errs);
         if b.body.failed.is_empty() {
-            check_iso(&iso, &format!("additional_iso {i}"), (&b.file, b.span.clone()), d.errs);
+            check_iso(
+                &iso,
+                &format!("additional_iso {i}"),
+                (&b.file, b.span.clone()),
+                d.errs,
+            );
         }
         c.additional_iso_files.push(iso);
     }
@@ -280,7 +343,10 @@ pub fn decode(
     c.cloud_init_storage_pool = d.str("cloud_init_storage_pool");
     if let Some(t) = d.str("cloud_init_disk_type") {
         if !["ide", "sata", "scsi"].contains(&t.as_str()) {
-            d.err_at("cloud_init_disk_type", format!("cloud_init_disk_type \"{t}\" must be one of ide, sata, scsi"));
+            d.err_at(
+                "cloud_init_disk_type",
+                format!("cloud_init_disk_type \"{t}\" must be one of ide, sata, scsi"),
+            );
         }
         c.cloud_init_disk_type = t;
     }
@@ -302,7 +368,10 @@ pub fn decode(
     c.http_directory = d.str("http_directory");
     c.http_content = d.map("http_content");
     if c.http_directory.is_some() && !c.http_content.is_empty() {
-        d.err_at("http_content", "http_directory and http_content cannot both be set: use one of them");
+        d.err_at(
+            "http_content",
+            "http_directory and http_content cannot both be set: use one of them",
+        );
     }
     if let Some(v) = d.uint::<u16>("http_port_min") {
         c.http_port_min = v;
@@ -311,12 +380,22 @@ pub fn decode(
         c.http_port_max = v;
     }
     if c.http_port_min > c.http_port_max {
-        d.err_at("http_port_min", "http_port_min must be less than http_port_max");
+        d.err_at(
+            "http_port_min",
+            "http_port_min must be less than http_port_max",
+        );
     }
     c.http_bind_address = d.str("http_bind_address");
     c.http_interface = d.str("http_interface");
-    if c.http_interface.is_some() && c.http_bind_address.as_deref().is_some_and(|a| a != "0.0.0.0") {
-        d.err_at("http_interface", "http_interface and http_bind_address are mutually exclusive");
+    if c.http_interface.is_some()
+        && c.http_bind_address
+            .as_deref()
+            .is_some_and(|a| a != "0.0.0.0")
+    {
+        d.err_at(
+            "http_interface",
+            "http_interface and http_bind_address are mutually exclusive",
+        );
     }
     if let Some(p) = d.str("http_network_protocol") {
         if !["tcp", "tcp4", "tcp6", "unix", "unixpacket"].contains(&p.as_str()) {
@@ -337,7 +416,10 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
     let mut m = Communicator::default();
     if let Some(t) = d.str("communicator") {
         if !["ssh", "winrm", "none"].contains(&t.as_str()) {
-            d.err_at("communicator", format!("communicator \"{t}\" must be one of ssh, winrm, none"));
+            d.err_at(
+                "communicator",
+                format!("communicator \"{t}\" must be one of ssh, winrm, none"),
+            );
         }
         m.r#type = t;
     }
@@ -385,7 +467,10 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
     m.ssh_file_transfer_method = d.str("ssh_file_transfer_method");
     if let Some(f) = &m.ssh_file_transfer_method {
         if f != "scp" && f != "sftp" {
-            d.err_at("ssh_file_transfer_method", "ssh_file_transfer_method must be \"scp\" or \"sftp\"");
+            d.err_at(
+                "ssh_file_transfer_method",
+                "ssh_file_transfer_method must be \"scp\" or \"sftp\"",
+            );
         }
     }
     m.ssh_bastion_host = d.str("ssh_bastion_host");
@@ -434,11 +519,20 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
 
 fn decode_vga(b: &EBlock, errs: &mut Vec<Diag>) -> Vga {
     let mut d = Dec::for_block(b, errs, "vga");
-    let v = Vga { r#type: d.str("type"), memory: d.uint::<u32>("memory") };
+    let v = Vga {
+        r#type: d.str("type"),
+        memory: d.uint::<u32>("memory"),
+    };
     if let Some(t) = &v.r#type {
-        const T: &[&str] = &["cirrus", "none", "qxl", "qxl2", "qxl3", "qxl4", "serial0", "serial1", "serial2", "serial3", "std", "virtio", "vmware"];
+        const T: &[&str] = &[
+            "cirrus", "none", "qxl", "qxl2", "qxl3", "qxl4", "serial0", "serial1", "serial2",
+            "serial3", "std", "virtio", "vmware",
+        ];
         if !T.contains(&t.as_str()) {
-            d.err_at("type", format!("vga type \"{t}\" is not one of {}", T.join(", ")));
+            d.err_at(
+                "type",
+                format!("vga type \"{t}\" is not one of {}", T.join(", ")),
+            );
         }
     }
     d.finish();
@@ -470,12 +564,18 @@ fn decode_efi(b: &EBlock, errs: &mut Vec<Diag>) -> EfiConfig {
 
 fn decode_tpm(b: &EBlock, errs: &mut Vec<Diag>) -> Tpm {
     let mut d = Dec::for_block(b, errs, "tpm_config");
-    let t = Tpm { tpm_storage_pool: d.str("tpm_storage_pool"), tpm_version: d.str("tpm_version").unwrap_or_else(|| "v2.0".into()) };
+    let t = Tpm {
+        tpm_storage_pool: d.str("tpm_storage_pool"),
+        tpm_version: d.str("tpm_version").unwrap_or_else(|| "v2.0".into()),
+    };
     if t.tpm_storage_pool.is_none() {
         d.err("tpm_storage_pool not set for tpm_config");
     }
     if t.tpm_version != "v1.2" && t.tpm_version != "v2.0" {
-        d.err_at("tpm_version", "TPM Version must be one of \"v1.2\", \"v2.0\"");
+        d.err_at(
+            "tpm_version",
+            "TPM Version must be one of \"v1.2\", \"v2.0\"",
+        );
     }
     d.finish();
     t
@@ -488,11 +588,19 @@ fn decode_rng(b: &EBlock, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Rng {
         max_bytes: d.uint::<u32>("max_bytes").unwrap_or(0),
         period: d.uint::<u32>("period").unwrap_or(0),
     };
-    if !r.source.is_empty() && !["/dev/urandom", "/dev/random", "/dev/hwrng"].contains(&r.source.as_str()) {
-        d.err_at("source", "source must be one of \"/dev/urandom\", \"/dev/random\", \"/dev/hwrng\"");
+    if !r.source.is_empty()
+        && !["/dev/urandom", "/dev/random", "/dev/hwrng"].contains(&r.source.as_str())
+    {
+        d.err_at(
+            "source",
+            "source must be one of \"/dev/urandom\", \"/dev/random\", \"/dev/hwrng\"",
+        );
     }
     if r.max_bytes == 0 {
-        cx.warnings.push(Diag::warning("rng0: max_bytes is 0 and will not be sent (no limit)").at(&b.file, Some(b.span.clone())));
+        cx.warnings.push(
+            Diag::warning("rng0: max_bytes is 0 and will not be sent (no limit)")
+                .at(&b.file, Some(b.span.clone())),
+        );
     }
     d.finish();
     r
@@ -515,21 +623,35 @@ fn decode_pci(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> PciDevice {
         x_vga: d.flag("x_vga"),
     };
     if p.host.is_some() == p.mapping.is_some() {
-        d.err(format!("pci_devices[{i}]: exactly one of host or mapping must be set"));
+        d.err(format!(
+            "pci_devices[{i}]: exactly one of host or mapping must be set"
+        ));
     }
     d.finish();
     p
 }
 
-fn decode_disk(b: &EBlock, i: usize, scsi_controller: &str, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Disk {
+fn decode_disk(
+    b: &EBlock,
+    i: usize,
+    scsi_controller: &str,
+    errs: &mut Vec<Diag>,
+    cx: &mut Ctx,
+) -> Disk {
     let mut d = Dec::for_block(b, errs, format!("disks[{i}]"));
     let mut t = d.str("type").unwrap_or_else(|| "scsi".into());
     if !["scsi", "sata", "virtio", "ide"].contains(&t.as_str()) {
-        cx.warnings.push(Diag::warning(format!("disks[{i}]: unknown disk type \"{t}\", using scsi")).at(&b.file, Some(b.span.clone())));
+        cx.warnings.push(
+            Diag::warning(format!("disks[{i}]: unknown disk type \"{t}\", using scsi"))
+                .at(&b.file, Some(b.span.clone())),
+        );
         t = "scsi".into();
     }
     let disk = Disk {
-        storage_pool: d.req_str("storage_pool", &format!("disks[{i}].storage_pool must be specified")),
+        storage_pool: d.req_str(
+            "storage_pool",
+            &format!("disks[{i}].storage_pool must be specified"),
+        ),
         storage_pool_type: d.str("storage_pool_type"),
         disk_size: d.str("disk_size").unwrap_or_else(|| "20G".into()),
         format: d.str("format").unwrap_or_else(|| "raw".into()),
@@ -543,7 +665,12 @@ fn decode_disk(b: &EBlock, i: usize, scsi_controller: &str, errs: &mut Vec<Diag>
     };
     if disk.storage_pool_type.is_some() {
         let a = &b.body.attrs["storage_pool_type"];
-        cx.warnings.push(Diag::warning(format!("disks[{i}].storage_pool_type is deprecated and ignored")).at(&a.file, Some(a.span.clone())));
+        cx.warnings.push(
+            Diag::warning(format!(
+                "disks[{i}].storage_pool_type is deprecated and ignored"
+            ))
+            .at(&a.file, Some(a.span.clone())),
+        );
     }
     let size_ok = {
         let s = disk.disk_size.as_str();
@@ -554,17 +681,38 @@ fn decode_disk(b: &EBlock, i: usize, scsi_controller: &str, errs: &mut Vec<Diag>
     }
     const FMT: &[&str] = &["raw", "cow", "qcow", "qed", "qcow2", "vmdk", "cloop"];
     if !FMT.contains(&disk.format.as_str()) {
-        d.err_at("format", format!("disks[{i}].format \"{}\" is not one of {}", disk.format, FMT.join(", ")));
+        d.err_at(
+            "format",
+            format!(
+                "disks[{i}].format \"{}\" is not one of {}",
+                disk.format,
+                FMT.join(", ")
+            ),
+        );
     }
     const CM: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
     if !CM.contains(&disk.cache_mode.as_str()) {
-        d.err_at("cache_mode", format!("disks[{i}].cache_mode \"{}\" is not one of {}", disk.cache_mode, CM.join(", ")));
+        d.err_at(
+            "cache_mode",
+            format!(
+                "disks[{i}].cache_mode \"{}\" is not one of {}",
+                disk.cache_mode,
+                CM.join(", ")
+            ),
+        );
     }
     if disk.ssd && disk.r#type == "virtio" {
         d.err_at("ssd", "SSD emulation is not supported on virtio disks");
     }
-    if disk.io_thread && (scsi_controller != "virtio-scsi-single" && disk.r#type == "scsi" || disk.r#type == "ide" || disk.r#type == "sata") {
-        d.err_at("io_thread", "io_thread requires scsi_controller \"virtio-scsi-single\" and a scsi or virtio disk");
+    if disk.io_thread
+        && (scsi_controller != "virtio-scsi-single" && disk.r#type == "scsi"
+            || disk.r#type == "ide"
+            || disk.r#type == "sata")
+    {
+        d.err_at(
+            "io_thread",
+            "io_thread requires scsi_controller \"virtio-scsi-single\" and a scsi or virtio disk",
+        );
     }
     d.finish();
     disk
@@ -573,7 +721,10 @@ fn decode_disk(b: &EBlock, i: usize, scsi_controller: &str, errs: &mut Vec<Diag>
 fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
     let mut d = Dec::for_block(b, errs, format!("network_adapters[{i}]"));
     let n = NetworkAdapter {
-        bridge: d.req_str("bridge", &format!("network_adapters[{i}].bridge must be specified")),
+        bridge: d.req_str(
+            "bridge",
+            &format!("network_adapters[{i}].bridge must be specified"),
+        ),
         model: d.str("model").unwrap_or_else(|| "e1000".into()),
         mac_address: d.str("mac_address"),
         vlan_tag: d.str("vlan_tag"),
@@ -582,17 +733,41 @@ fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
         packet_queues: d.uint::<u32>("packet_queues").filter(|m| *m != 0),
     };
     const MODELS: &[&str] = &[
-        "rtl8139", "ne2k_pci", "e1000", "pcnet", "virtio", "ne2k_isa", "i82551", "i82557b", "i82559er", "vmxnet3",
-        "e1000-82540em", "e1000-82544gc", "e1000-82545em",
+        "rtl8139",
+        "ne2k_pci",
+        "e1000",
+        "pcnet",
+        "virtio",
+        "ne2k_isa",
+        "i82551",
+        "i82557b",
+        "i82559er",
+        "vmxnet3",
+        "e1000-82540em",
+        "e1000-82544gc",
+        "e1000-82545em",
     ];
     if !MODELS.contains(&n.model.as_str()) {
-        d.err_at("model", format!("network_adapters[{i}].model \"{}\" is not one of {}", n.model, MODELS.join(", ")));
+        d.err_at(
+            "model",
+            format!(
+                "network_adapters[{i}].model \"{}\" is not one of {}",
+                n.model,
+                MODELS.join(", ")
+            ),
+        );
     }
     if n.packet_queues.is_some() && n.model != "virtio" {
-        d.err_at("packet_queues", format!("network_adapters[{i}].packet_queues can only be set for 'virtio' driver"));
+        d.err_at(
+            "packet_queues",
+            format!("network_adapters[{i}].packet_queues can only be set for 'virtio' driver"),
+        );
     }
     if n.mtu.is_some_and(|m| m > 65520) {
-        d.err_at("mtu", format!("network_adapters[{i}].mtu must be between 0 and 65520"));
+        d.err_at(
+            "mtu",
+            format!("network_adapters[{i}].mtu must be between 0 and 65520"),
+        );
     }
     d.finish();
     n
@@ -613,7 +788,10 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         iso_urls: d.list_or_empty("iso_urls"),
         iso_checksum: d.str("iso_checksum"),
         iso_target_path: d.str("iso_target_path"),
-        iso_target_extension: d.str("iso_target_extension").map(|s| s.to_lowercase()).unwrap_or_else(|| "iso".into()),
+        iso_target_extension: d
+            .str("iso_target_extension")
+            .map(|s| s.to_lowercase())
+            .unwrap_or_else(|| "iso".into()),
         iso_storage_pool: d.str("iso_storage_pool"),
         iso_download_pve: d.flag("iso_download_pve"),
         unmount: d.flag("unmount"),
@@ -635,7 +813,10 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
                 iso.r#type = bus.to_string();
                 iso.index = Some(n.to_string());
             }
-            _ => d.err_at("device", format!("device \"{dev}\" must be ideN (N ≤ 3), sataN (N ≤ 5) or scsiN (N ≤ 30)")),
+            _ => d.err_at(
+                "device",
+                format!("device \"{dev}\" must be ideN (N ≤ 3), sataN (N ≤ 5) or scsiN (N ≤ 30)"),
+            ),
         }
     }
     if iso.r#type.is_empty() {
@@ -651,7 +832,10 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         if let Some(f) = &iso.iso_file {
             let ok = f.find(":iso/").is_some_and(|p| p > 0 && f.len() > p + 5);
             if !ok {
-                d.err_at("iso_file", format!("iso_file \"{f}\" must look like <storage>:iso/<file>"));
+                d.err_at(
+                    "iso_file",
+                    format!("iso_file \"{f}\" must look like <storage>:iso/<file>"),
+                );
             }
         }
     }
@@ -659,7 +843,12 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
     iso
 }
 
-fn check_iso(iso: &IsoConfig, what: &str, at: (&Arc<SourceFile>, Range<usize>), errs: &mut Vec<Diag>) {
+fn check_iso(
+    iso: &IsoConfig,
+    what: &str,
+    at: (&Arc<SourceFile>, Range<usize>),
+    errs: &mut Vec<Diag>,
+) {
     let has_file = iso.iso_file.is_some();
     let has_url = iso.iso_url.is_some() || !iso.iso_urls.is_empty();
     let has_cd = !iso.cd_files.is_empty() || !iso.cd_content.is_empty();
@@ -669,19 +858,29 @@ fn check_iso(iso: &IsoConfig, what: &str, at: (&Arc<SourceFile>, Range<usize>), 
         errs.push(e(format!("one of iso_file, iso_url, or a combination of cd_files and cd_content must be specified for {what}")));
     }
     if iso.iso_url.is_some() && !iso.iso_urls.is_empty() {
-        errs.push(e(format!("{what}: only one of iso_url and iso_urls may be set")));
+        errs.push(e(format!(
+            "{what}: only one of iso_url and iso_urls may be set"
+        )));
     }
     if has_url && iso.iso_storage_pool.is_none() {
-        errs.push(e(format!("when specifying iso_url in a {what} block, iso_storage_pool must also be specified")));
+        errs.push(e(format!(
+            "when specifying iso_url in a {what} block, iso_storage_pool must also be specified"
+        )));
     }
     if has_url && iso.iso_checksum.is_none() {
-        errs.push(e(format!("{what}: iso_checksum is required with iso_url (use \"none\" to skip verification)")));
+        errs.push(e(format!(
+            "{what}: iso_checksum is required with iso_url (use \"none\" to skip verification)"
+        )));
     }
     if has_cd && iso.iso_storage_pool.is_none() {
-        errs.push(e(format!("{what} storage_pool not set for storage of generated ISO from cd_files or cd_content")));
+        errs.push(e(format!(
+            "{what} storage_pool not set for storage of generated ISO from cd_files or cd_content"
+        )));
     }
     if iso.iso_download_pve && iso.iso_url.is_none() && iso.iso_urls.is_empty() {
-        errs.push(e("iso_download_pve can only be used together with iso_url".into()));
+        errs.push(e(
+            "iso_download_pve can only be used together with iso_url".into()
+        ));
     }
     if let Some(c) = &iso.iso_checksum {
         if let Some(m) = checksum_problem(c) {
@@ -706,9 +905,17 @@ fn checksum_problem(c: &str) -> Option<String> {
         Some("sha1") => 40,
         Some("sha256") => 64,
         Some("sha512") => 128,
-        Some(other) => return Some(format!("unknown checksum type \"{other}\" (md5, sha1, sha256, sha512, file:, none)")),
+        Some(other) => {
+            return Some(format!(
+                "unknown checksum type \"{other}\" (md5, sha1, sha256, sha512, file:, none)"
+            ))
+        }
         None => {
-            return if [32, 40, 64, 128].contains(&hex.len()) { None } else { Some("cannot tell the checksum type from its length".into()) };
+            return if [32, 40, 64, 128].contains(&hex.len()) {
+                None
+            } else {
+                Some("cannot tell the checksum type from its length".into())
+            };
         }
     };
     if hex.len() != want {

@@ -32,16 +32,24 @@ impl Type {
                 "set" => Ok(Type::Set(Box::new(Type::Any))),
                 other => Err(format!("unknown type \"{other}\"")),
             },
-            Expression::String(s) => Type::parse(&Expression::Variable(hcl::expr::Variable::unchecked(s.clone()))),
+            Expression::String(s) => Type::parse(&Expression::Variable(
+                hcl::expr::Variable::unchecked(s.clone()),
+            )),
             Expression::FuncCall(f) => {
                 let name = f.name.name.as_str();
-                let arg = |i: usize| f.args.get(i).ok_or_else(|| format!("{name}(…) needs an argument"));
+                let arg = |i: usize| {
+                    f.args
+                        .get(i)
+                        .ok_or_else(|| format!("{name}(…) needs an argument"))
+                };
                 match name {
                     "list" => Ok(Type::List(Box::new(Type::parse(arg(0)?)?))),
                     "set" => Ok(Type::Set(Box::new(Type::parse(arg(0)?)?))),
                     "map" => Ok(Type::Map(Box::new(Type::parse(arg(0)?)?))),
                     "tuple" => match arg(0)? {
-                        Expression::Array(items) => Ok(Type::Tuple(items.iter().map(Type::parse).collect::<Result<_, _>>()?)),
+                        Expression::Array(items) => Ok(Type::Tuple(
+                            items.iter().map(Type::parse).collect::<Result<_, _>>()?,
+                        )),
                         _ => Err("tuple(…) needs a list of types".into()),
                     },
                     "object" => match arg(0)? {
@@ -51,12 +59,22 @@ impl Type {
                                 let key = match k {
                                     ObjectKey::Identifier(i) => i.as_str().to_string(),
                                     ObjectKey::Expression(Expression::String(s)) => s.clone(),
-                                    ObjectKey::Expression(Expression::Variable(v)) => v.as_str().to_string(),
-                                    _ => return Err("object attribute names must be identifiers".into()),
+                                    ObjectKey::Expression(Expression::Variable(v)) => {
+                                        v.as_str().to_string()
+                                    }
+                                    _ => {
+                                        return Err(
+                                            "object attribute names must be identifiers".into()
+                                        )
+                                    }
                                 };
                                 let (t, optional, default) = match v {
-                                    Expression::FuncCall(of) if of.name.name.as_str() == "optional" => {
-                                        let t = Type::parse(of.args.first().ok_or("optional(…) needs a type")?)?;
+                                    Expression::FuncCall(of)
+                                        if of.name.name.as_str() == "optional" =>
+                                    {
+                                        let t = Type::parse(
+                                            of.args.first().ok_or("optional(…) needs a type")?,
+                                        )?;
                                         let d = of.args.get(1).and_then(literal_value);
                                         (t, true, d)
                                     }
@@ -88,12 +106,22 @@ impl Type {
             Type::List(t) => format!("list({})", t.display()),
             Type::Set(t) => format!("set({})", t.display()),
             Type::Map(t) => format!("map({})", t.display()),
-            Type::Tuple(ts) => format!("tuple([{}])", ts.iter().map(|t| t.display()).collect::<Vec<_>>().join(", ")),
+            Type::Tuple(ts) => format!(
+                "tuple([{}])",
+                ts.iter()
+                    .map(|t| t.display())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Type::Object(attrs) => format!(
                 "object({{{}}})",
                 attrs
                     .iter()
-                    .map(|(k, t, o, _)| if *o { format!("{k}=optional({})", t.display()) } else { format!("{k}={}", t.display()) })
+                    .map(|(k, t, o, _)| if *o {
+                        format!("{k}=optional({})", t.display())
+                    } else {
+                        format!("{k}={}", t.display())
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -116,7 +144,9 @@ impl Type {
             },
             Type::Number => match v {
                 Value::Number(_) => Ok(v),
-                Value::String(ref s) => parse_number(s).ok_or_else(|| format!("a number is required, got \"{s}\"")),
+                Value::String(ref s) => {
+                    parse_number(s).ok_or_else(|| format!("a number is required, got \"{s}\""))
+                }
                 other => Err(format!("a number is required, got {}", type_name(&other))),
             },
             Type::Bool => match v {
@@ -152,7 +182,11 @@ impl Type {
                     }
                     Ok(Value::Array(out))
                 }
-                other => Err(format!("a tuple of {} elements is required, got {}", ts.len(), type_name(&other))),
+                other => Err(format!(
+                    "a tuple of {} elements is required, got {}",
+                    ts.len(),
+                    type_name(&other)
+                )),
             },
             Type::Map(t) => match v {
                 Value::Object(m) => {
@@ -171,7 +205,11 @@ impl Type {
                     for (k, t, optional, default) in attrs {
                         match m.swap_remove(k) {
                             Some(x) => {
-                                out.insert(k.clone(), t.convert(x).map_err(|e| format!("attribute \"{k}\": {e}"))?);
+                                out.insert(
+                                    k.clone(),
+                                    t.convert(x)
+                                        .map_err(|e| format!("attribute \"{k}\": {e}"))?,
+                                );
                             }
                             None if *optional => {
                                 out.insert(k.clone(), default.clone().unwrap_or(Value::Null));
@@ -199,7 +237,11 @@ pub fn parse_number(s: &str) -> Option<Value> {
     if let Ok(i) = t.parse::<i64>() {
         return Some(Value::Number(Number::from(i)));
     }
-    t.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(Number::from_f64).map(Value::Number)
+    t.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .and_then(Number::from_f64)
+        .map(Value::Number)
 }
 
 fn literal_value(e: &Expression) -> Option<Value> {
@@ -208,7 +250,11 @@ fn literal_value(e: &Expression) -> Option<Value> {
         Expression::Bool(b) => Some(Value::Bool(*b)),
         Expression::Number(n) => Some(Value::Number(*n)),
         Expression::String(s) => Some(Value::String(s.clone())),
-        Expression::Array(a) => a.iter().map(literal_value).collect::<Option<Vec<_>>>().map(Value::Array),
+        Expression::Array(a) => a
+            .iter()
+            .map(literal_value)
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array),
         _ => None,
     }
 }
@@ -225,9 +271,18 @@ mod tests {
 
     #[test]
     fn converts_like_cty() {
-        assert_eq!(ty("number").convert(Value::from("2")).unwrap(), Value::from(2));
-        assert_eq!(ty("bool").convert(Value::from("false")).unwrap(), Value::Bool(false));
-        assert_eq!(ty("string").convert(Value::from(3)).unwrap(), Value::from("3"));
+        assert_eq!(
+            ty("number").convert(Value::from("2")).unwrap(),
+            Value::from(2)
+        );
+        assert_eq!(
+            ty("bool").convert(Value::from("false")).unwrap(),
+            Value::Bool(false)
+        );
+        assert_eq!(
+            ty("string").convert(Value::from(3)).unwrap(),
+            Value::from("3")
+        );
         assert!(ty("list(string)").convert(Value::from("x")).is_err());
         let o = ty("object({a = string, b = optional(number)})");
         let v: Value = hcl::value!({ a = "x", extra = true });

@@ -52,7 +52,10 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// Options with an empty environment (no `PKR_VAR_*`, `env()` sees nothing): for tests.
     pub fn isolated() -> Self {
-        LoadOptions { env: Vec::new(), ..LoadOptions::default() }
+        LoadOptions {
+            env: Vec::new(),
+            ..LoadOptions::default()
+        }
     }
 }
 

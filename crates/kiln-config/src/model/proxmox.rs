@@ -377,7 +377,11 @@ impl Default for ProxmoxIsoConfig {
             pci_devices: Vec::new(),
             disks: Vec::new(),
             network_adapters: Vec::new(),
-            boot_iso: IsoConfig { r#type: "ide".into(), iso_target_extension: "iso".into(), ..IsoConfig::default() },
+            boot_iso: IsoConfig {
+                r#type: "ide".into(),
+                iso_target_extension: "iso".into(),
+                ..IsoConfig::default()
+            },
             additional_iso_files: Vec::new(),
             cloud_init: false,
             cloud_init_storage_pool: None,

@@ -30,7 +30,9 @@ impl TemplateArgs {
         let mut opts = kiln_config::LoadOptions::default();
         for v in &self.vars {
             match v.split_once('=') {
-                Some((k, val)) if !k.trim().is_empty() => opts.vars.push((k.trim().to_string(), val.to_string())),
+                Some((k, val)) if !k.trim().is_empty() => {
+                    opts.vars.push((k.trim().to_string(), val.to_string()))
+                }
                 _ => return Err(format!("-var \"{v}\": expected NAME=VALUE")),
             }
         }
@@ -73,7 +75,10 @@ pub async fn run(args: Args) -> CmdResult {
         }
     };
     if !args.template.path.exists() {
-        eprintln!("error: {}: no such file or directory", args.template.path.display());
+        eprintln!(
+            "error: {}: no such file or directory",
+            args.template.path.display()
+        );
         return Ok(Code::Usage);
     }
     match kiln_config::load(&args.template.path, &opts) {
@@ -82,7 +87,10 @@ pub async fn run(args: Args) -> CmdResult {
                 print_diags(&loaded.warnings, args.short);
             }
             let n = loaded.plan.runs.len();
-            println!("The configuration is valid ({n} build{}).", if n == 1 { "" } else { "s" });
+            println!(
+                "The configuration is valid ({n} build{}).",
+                if n == 1 { "" } else { "s" }
+            );
             Ok(Code::Ok)
         }
         Err(e) => {
@@ -91,7 +99,10 @@ pub async fn run(args: Args) -> CmdResult {
             }
             print_diags(&e.errors, args.short);
             let n = e.errors.len();
-            eprintln!("The configuration is invalid: {n} error{}.", if n == 1 { "" } else { "s" });
+            eprintln!(
+                "The configuration is invalid: {n} error{}.",
+                if n == 1 { "" } else { "s" }
+            );
             Ok(Code::Failed)
         }
     }
