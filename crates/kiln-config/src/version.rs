@@ -62,14 +62,13 @@ pub enum VersionError {
         implements: String,
     },
     #[error(
-        "`{feature}` needs the {plugin} plugin >= {needs}, but the pin \"{constraint}\" selects {selected} \
+        "{feature} needs the {plugin} plugin >= {needs}, but the pin \"{constraint}\" selects {selected} \
          (the newest matching release, which `packer init` would install); widen the pin, e.g. \">= {needs}\""
     )]
     Feature {
         plugin: String,
         feature: String,
         needs: String,
-
         constraint: String,
         selected: String,
     },

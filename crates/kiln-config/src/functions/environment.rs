@@ -66,7 +66,12 @@ mod tests {
 
     #[test]
     fn secret_stores_not_supported() {
-        for f in ["vault", "aws_secretsmanager", "consul_key"] {
+        for f in [
+            "vault",
+            "aws_secretsmanager",
+            "aws_secretsmanager_raw",
+            "consul_key",
+        ] {
             match c(f, &["\"/secret/x\"", "\"key\""]) {
                 Err(FuncError::NotSupported { hint, .. }) => {
                     assert!(hint.contains("PKR_VAR_"), "{hint}")

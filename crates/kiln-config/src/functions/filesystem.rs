@@ -47,10 +47,11 @@ fn read_bytes(name: &str, args: &[Value], ctx: &FuncContext) -> Result<Vec<u8>, 
     let p = arg_str(name, 0, &args[0])?;
     let full = resolve(ctx, &p);
     std::fs::read(&full).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => failed(
+        std::io::ErrorKind::NotFound if Path::new(&p).is_relative() && !p.starts_with('~') => failed(
             name,
             format!("no file exists at \"{}\" (relative paths resolve against the current directory {})", p, ctx.cwd.display()),
         ),
+        std::io::ErrorKind::NotFound => failed(name, format!("no file exists at \"{}\"", full.display())),
         _ => failed(name, format!("cannot read \"{}\": {e}", full.display())),
     })
 }

@@ -426,6 +426,40 @@ mod tests {
         );
     }
 
+    /// Every function is exercised by a unit test (a call `ok("name"`, `err("name"`, `c("name"` or
+    /// `call("name"` in one of the family files).
+    #[test]
+    fn every_function_has_a_test() {
+        let sources = [
+            include_str!("string.rs"),
+            include_str!("collection.rs"),
+            include_str!("numeric.rs"),
+            include_str!("encoding.rs"),
+            include_str!("crypto.rs"),
+            include_str!("filesystem.rs"),
+            include_str!("datetime.rs"),
+            include_str!("environment.rs"),
+        ];
+        let tests: String = sources
+            .iter()
+            .filter_map(|s| s.split("#[cfg(test)]").nth(1))
+            .collect();
+        let missing: Vec<&str> = names()
+            .into_iter()
+            .filter(|n| {
+                !["ok(", "err(", "c(", "call("]
+                    .iter()
+                    .any(|p| tests.contains(&format!("{p}\"{n}\"")))
+                    && !tests.contains(&format!("\"{n}\","))
+                    && !tests.contains(&format!("\"{n}\"]"))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "functions without a unit test: {missing:?}"
+        );
+    }
+
     #[test]
     fn arity_errors() {
         assert!(matches!(err("upper", &[]), FuncError::Arity { .. }));
