@@ -4,8 +4,9 @@
 //! Supported: `{{ .Field }}` (any whitespace inside the braces), trim markers
 //! `{{- … -}}`, comments `{{/* … */}}`, string literals (`{{ "{{" }}` prints
 //! `{{`, as in Go), function calls with string/field arguments and simple
-//! pipes (`{{ .Name | lower }}`). Functions: `timestamp`, `isotime
-//! ["<Go layout>"]`, `uuid`, `upper`, `lower`, `replace`, `replace_all`,
+//! pipes (`{{ .Name | lower }}`), integer literals. Functions: `timestamp`,
+//! `isotime ["<Go layout>"]`, `uuid`, `upper`, `lower`, `replace`, `replace_all`,
+//! `split`, `clean_resource_name`, `pwd`,
 //! `user "x"` and `env "X"` (when the [`Lookup`] allows them), plus whatever
 //! [`Lookup::function`] provides (`build_name`, …).
 //!
@@ -235,6 +236,19 @@ fn lex(src: &str, base: usize) -> Result<Vec<(Tok, usize)>, TemplateError> {
                 .ok_or_else(|| err(at, "unterminated raw string"))?;
             out.push((Tok::Str(src[i + 1..i + 1 + end].to_string()), at));
             i = i + 1 + end + 1;
+        } else if c.is_ascii_digit()
+            || (c == b'-' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            // integer literal (Go prints it as is; used as `split`/`replace` index)
+            let mut j = i + 1;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j < b.len() && (b[j].is_ascii_alphabetic() || b[j] == b'.') {
+                return Err(err(at, format!("unsupported number {:?}", &src[i..])));
+            }
+            out.push((Tok::Str(src[i..j].to_string()), at));
+            i = j;
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let mut j = i;
             while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
@@ -340,6 +354,38 @@ fn call(
                 want(3)?;
                 Ok(args[2].replace(&args[0], &args[1]))
             }
+        }
+        "split" => {
+            // Packer: split string separator index
+            want(3)?;
+            let idx: usize = args[2]
+                .parse()
+                .map_err(|_| err(at, "split: 3rd argument must be a non-negative index"))?;
+            args[0]
+                .split(args[1].as_str())
+                .nth(idx)
+                .map(str::to_string)
+                .ok_or_else(|| err(at, format!("split: index {idx} out of range")))
+        }
+        "clean_resource_name" => {
+            want(1)?;
+            Ok(args[0]
+                .to_lowercase()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect())
+        }
+        "pwd" if data.function("pwd", args).is_none() => {
+            want(0)?;
+            std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .map_err(|e| err(at, format!("pwd: {e}")))
         }
         "user" => {
             want(1)?;
@@ -802,6 +848,22 @@ mod tests {
     }
 
     #[test]
+    fn numbers_split_replace_clean() {
+        let d = data();
+        assert_eq!(render("{{ 12 }}", &d).unwrap(), "12");
+        assert_eq!(render(r#"{{ split .HTTPIP "." 3 }}"#, &d).unwrap(), "2");
+        assert!(render(r#"{{ split .HTTPIP "." 4 }}"#, &d).is_err());
+        assert_eq!(
+            render(r#"{{ replace "." "-" 1 .HTTPIP }}"#, &d).unwrap(),
+            "10-0.2.2"
+        );
+        assert_eq!(
+            render(r#"{{ clean_resource_name "Ubuntu 24.04_X" }}"#, &d).unwrap(),
+            "ubuntu-24-04-x"
+        );
+    }
+
+    #[test]
     fn errors() {
         let d = data();
         for (t, off) in [
@@ -810,7 +872,7 @@ mod tests {
             ("{{ if .X }}", 3),
             ("{{ . }}", 3),
             ("{{ \"abc }}", 0),
-            ("{{ 12 }}", 3),
+            ("{{ 1x }}", 3),
         ] {
             let e = render(t, &d).unwrap_err();
             assert_eq!(e.offset, off, "{t}: {e}");

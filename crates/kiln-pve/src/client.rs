@@ -482,8 +482,20 @@ impl Client {
                 };
             }
             let lower = reason.to_ascii_lowercase();
-            if lower.contains("certificate") || lower.contains("tls") && lower.contains("handshake")
+            if lower.contains("invalidcontenttype")
+                || lower.contains("corrupt message")
+                || lower.contains("wrong version number")
             {
+                return Error::NotSent {
+                    method: method.to_string(),
+                    url: url_s,
+                    reason: format!(
+                        "{reason} (the server did not answer with TLS: is this Proxmox VE's \
+                         https port, usually 8006?)"
+                    ),
+                };
+            }
+            if lower.contains("certificate") {
                 return Error::Tls {
                     url: url_s,
                     fingerprint: None,

@@ -194,3 +194,27 @@ async fn ca_file_and_insecure() {
         .unwrap_err();
     assert!(e.to_string().contains("nope.pem"), "{e}");
 }
+
+#[tokio::test]
+async fn https_to_plain_http_port_is_explained() {
+    let _ = crypto_provider();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let c = Client::connect(opts(port, "127.0.0.1", Tls::default()))
+        .await
+        .unwrap();
+    let e = c.version().await.unwrap_err();
+    assert!(e.is_not_sent(), "{e:?}");
+    assert!(e.to_string().contains("did not answer with TLS"), "{e}");
+}
