@@ -137,10 +137,10 @@ async fn build_one(
         force: opts.force,
         http_diag_after: opts.http_diag_after,
     };
-    let mut state = BuildState::new(run.clone(), root.clone(), flags);
+    let abs_root = std::path::absolute(&root).unwrap_or_else(|_| root.clone());
+    let mut state = BuildState::new(run.clone(), abs_root, flags);
     let mut steps = proxmox_iso_steps();
     let cx = StepContext::new(bui.clone(), cancel.clone());
-    bui.say(&format!("{name}: output will be in this color.").replace(&format!("{name}: "), ""));
     let report = pipeline::run(&mut steps, &cx, &mut state, opts.on_error, asker).await;
     let mut artifact = match (&report.result, state.artifact_id) {
         (Ok(()), Some(id)) => Ok(id),
@@ -162,7 +162,11 @@ async fn build_one(
                             .unwrap_or(0),
                     };
                     bui.say("Running post-processor: manifest");
-                    match write_manifest(m, &root, &e) {
+                    match write_manifest(
+                        m,
+                        &std::env::current_dir().unwrap_or_else(|_| root.clone()),
+                        &e,
+                    ) {
                         Ok(p) => bui.message(&format!("Wrote {}", p.display())),
                         Err(e) => {
                             bui.error(&format!("manifest post-processor failed: {e}"));

@@ -20,13 +20,14 @@ impl Step<BuildState> for StepHttpServer {
 
     async fn run(&mut self, cx: &StepContext, st: &mut BuildState) -> Result<(), StepError> {
         let cfg = &st.run.config;
+        // relative: next to the template when it exists there, else the working directory (Packer)
         let directory = cfg
             .http_directory
             .as_deref()
             .filter(|d| !d.is_empty())
             .map(|d| {
                 let p = std::path::Path::new(d);
-                if p.is_absolute() {
+                if p.is_absolute() || !st.template_dir.join(p).is_dir() {
                     p.to_path_buf()
                 } else {
                     st.template_dir.join(p)

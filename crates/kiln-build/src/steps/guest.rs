@@ -228,6 +228,9 @@ impl Step<BuildState> for StepProvision {
             use std::io::IsTerminal;
             std::io::stdin().is_terminal()
         };
+        // Packer resolves provisioner paths (`script`, `playbook_file`, …) against the working
+        // directory; templates use `${path.root}/…` for files next to them.
+        let cwd = std::env::current_dir().unwrap_or_else(|_| st.template_dir.clone());
         let comm: Option<&dyn kiln_guest::Communicator> =
             st.comm.as_ref().map(|c| c as &dyn kiln_guest::Communicator);
         let ctx = ProvisionContext {
@@ -235,7 +238,7 @@ impl Step<BuildState> for StepProvision {
             ssh: st.ssh.as_ref(),
             build_name: &st.run.source_name,
             builder_type: &st.run.source_type,
-            template_dir: &st.template_dir,
+            template_dir: &cwd,
             ui: &cx.ui,
             cancel: &cx.cancel,
             vars: &vars,

@@ -8,7 +8,6 @@ use crate::pipeline::{Outcome, Step, StepContext};
 use async_trait::async_trait;
 use kiln_config::model::IsoConfig;
 use kiln_pve::{Checksum, DownloadUrlRequest, UploadContent, UploadRequest};
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -29,103 +28,6 @@ impl Default for StepIso {
     }
 }
 
-/// A parsed `iso_checksum`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IsoChecksum {
-    None,
-    Hex { algo: String, hex: String },
-    File { algo: Option<String>, url: String },
-}
-
-pub fn parse_checksum(s: Option<&str>) -> Result<IsoChecksum, String> {
-    let s = match s.map(str::trim).filter(|s| !s.is_empty()) {
-        None => return Ok(IsoChecksum::None),
-        Some(s) => s,
-    };
-    if s == "none" {
-        return Ok(IsoChecksum::None);
-    }
-    if let Some(rest) = s.strip_prefix("file:") {
-        return Ok(IsoChecksum::File {
-            algo: None,
-            url: rest.to_string(),
-        });
-    }
-    let (algo, hex) = match s.split_once(':') {
-        Some((a, h)) => {
-            if let Some(url) = h.strip_prefix("file:") {
-                return Ok(IsoChecksum::File {
-                    algo: Some(a.to_lowercase()),
-                    url: url.to_string(),
-                });
-            }
-            if h.starts_with("//") || a == "http" || a == "https" {
-                return Ok(IsoChecksum::File {
-                    algo: None,
-                    url: s.to_string(),
-                });
-            }
-            (a.to_lowercase(), h.to_lowercase())
-        }
-        None => {
-            let algo = match s.len() {
-                32 => "md5",
-                40 => "sha1",
-                64 => "sha256",
-                128 => "sha512",
-                _ => {
-                    return Err(format!(
-                        "iso_checksum {s:?}: cannot tell the algorithm from its length"
-                    ))
-                }
-            };
-            (algo.to_string(), s.to_lowercase())
-        }
-    };
-    if !["md5", "sha1", "sha256", "sha512"].contains(&algo.as_str()) {
-        return Err(format!(
-            "iso_checksum: unsupported algorithm {algo:?} (md5, sha1, sha256, sha512)"
-        ));
-    }
-    Ok(IsoChecksum::Hex { algo, hex })
-}
-
-/// Find the checksum of `file_name` in a checksum file (`<hex>  name`, `<hex> *name`, BSD style
-/// `SHA256 (name) = hex`).
-pub fn checksum_from_file(text: &str, file_name: &str) -> Option<String> {
-    for line in text.lines() {
-        let l = line.trim();
-        if let Some(rest) = l.split_once(" (").map(|(_, r)| r) {
-            if let Some((n, h)) = rest.split_once(") = ") {
-                if n.trim_start_matches("./") == file_name {
-                    return Some(h.trim().to_lowercase());
-                }
-            }
-        }
-        let mut parts = l.split_whitespace();
-        if let (Some(h), Some(n)) = (parts.next(), parts.next()) {
-            let n = n.trim_start_matches('*').trim_start_matches("./");
-            if n == file_name && h.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Some(h.to_lowercase());
-            }
-        }
-    }
-    // a file with a single bare hash
-    let only: Vec<&str> = text.split_whitespace().collect();
-    (only.len() == 1 && only[0].chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| only[0].to_lowercase())
-}
-
-fn algo_for_len(n: usize) -> Option<&'static str> {
-    match n {
-        32 => Some("md5"),
-        40 => Some("sha1"),
-        64 => Some("sha256"),
-        128 => Some("sha512"),
-        _ => None,
-    }
-}
-
 /// A local path from `iso_url` (`file:///x`, `file:x`, or a plain path), relative to `base`.
 pub fn local_path(url: &str, base: &Path) -> Option<PathBuf> {
     let p = if let Some(rest) = url.strip_prefix("file://") {
@@ -140,67 +42,52 @@ pub fn local_path(url: &str, base: &Path) -> Option<PathBuf> {
     Some(if p.is_absolute() { p } else { base.join(p) })
 }
 
-fn hash_file(path: &Path, algo: &str, mut progress: impl FnMut(u64)) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    macro_rules! run {
-        ($h:expr) => {{
-            let mut h = $h;
-            let mut done = 0u64;
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                done += n as u64;
-                progress(done);
-            }
-            hex::encode(h.finalize())
-        }};
+/// Relative ISO paths: the template directory when the file is there, else the working directory
+/// (Packer resolves against the working directory; kiln also finds files next to the template).
+fn base_dir(template_dir: &Path, urls: &[String]) -> PathBuf {
+    let found = urls
+        .iter()
+        .any(|u| local_path(u, template_dir).is_some_and(|p| p.exists()));
+    if found {
+        template_dir.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| template_dir.to_path_buf())
     }
-    Ok(match algo {
-        "md5" => run!(md5::Md5::new()),
-        "sha1" => run!(sha1::Sha1::new()),
-        "sha512" => run!(sha2::Sha512::new()),
-        _ => run!(sha2::Sha256::new()),
-    })
+}
+
+fn short_name(url: &str) -> String {
+    url.rsplit('/')
+        .next()
+        .unwrap_or(url)
+        .split('?')
+        .next()
+        .unwrap_or(url)
+        .to_string()
+}
+
+/// The checksum PVE verifies for `iso_download_pve` (a `file:` checksum is resolved here).
+async fn pve_checksum(
+    iso: &IsoConfig,
+    url: &str,
+    template_dir: &Path,
+    urls: &[String],
+) -> Result<Option<Checksum>, StepError> {
+    let spec = kiln_iso::ChecksumSpec::parse(iso.iso_checksum.as_deref().unwrap_or("none"))
+        .map_err(|e| StepError::failed(e.to_string()))?;
+    let fetcher = kiln_iso::Fetcher::new(kiln_iso::Fetcher::default_cache_dir())
+        .map_err(|e| StepError::failed(e.to_string()))?
+        .with_base_dir(base_dir(template_dir, urls));
+    let d = fetcher
+        .resolve_digest(&spec, url)
+        .await
+        .map_err(|e| StepError::failed(e.to_string()))?;
+    Ok(d.map(|d| Checksum {
+        algorithm: d.algo.name().to_string(),
+        value: d.hex,
+    }))
 }
 
 impl StepIso {
-    async fn resolve_checksum(
-        &self,
-        iso: &IsoConfig,
-        file_name: &str,
-        base: &Path,
-    ) -> Result<Option<(String, String)>, StepError> {
-        match parse_checksum(iso.iso_checksum.as_deref()).map_err(StepError::Failed)? {
-            IsoChecksum::None => Ok(None),
-            IsoChecksum::Hex { algo, hex } => Ok(Some((algo, hex))),
-            IsoChecksum::File { algo, url } => {
-                let Some(p) = local_path(&url, base) else {
-                    return Err(StepError::failed(format!(
-                        "iso_checksum file:{url}: only local checksum files are supported here; download it next to the template and use file:./SHA256SUMS"
-                    )));
-                };
-                let text = tokio::fs::read_to_string(&p).await.map_err(|e| {
-                    StepError::failed(format!("iso_checksum: cannot read {}: {e}", p.display()))
-                })?;
-                let hex = checksum_from_file(&text, file_name).ok_or_else(|| {
-                    StepError::failed(format!(
-                        "iso_checksum: {} has no line for {file_name}",
-                        p.display()
-                    ))
-                })?;
-                let algo = algo
-                    .or_else(|| algo_for_len(hex.len()).map(String::from))
-                    .unwrap_or_else(|| "sha256".into());
-                Ok(Some((algo, hex)))
-            }
-        }
-    }
-
     /// One ISO config → its volume id on PVE.
     async fn place(
         &mut self,
@@ -284,10 +171,7 @@ impl StepIso {
                     ));
                     return Ok(volid);
                 }
-                let checksum = self
-                    .resolve_checksum(iso, &name, &st.template_dir)
-                    .await?
-                    .map(|(algorithm, value)| Checksum { algorithm, value });
+                let checksum = pve_checksum(iso, url, &st.template_dir, &urls).await?;
                 cx.ui.say(&format!("Asking Proxmox VE to download {url}"));
                 let req = DownloadUrlRequest {
                     url: url.clone(),
@@ -309,77 +193,81 @@ impl StepIso {
                 "{what}: failed to download ISO with all the provided URLs; last: {last}"
             )));
         }
-        // local file
-        let mut last = String::new();
-        for url in &urls {
-            let Some(path) = local_path(url, &st.template_dir) else {
-                last = format!("{url}: downloading http(s) ISOs on the build host is not supported yet; set iso_download_pve = true or download it and use a local path");
-                continue;
-            };
-            let meta = match tokio::fs::metadata(&path).await {
-                Ok(m) => m,
-                Err(e) => {
-                    last = format!("{}: {e}", path.display());
-                    continue;
+        // local file or download on the build host (kiln-iso: cache, resume, checksum while downloading)
+        let fetcher = kiln_iso::Fetcher::new(kiln_iso::Fetcher::default_cache_dir())
+            .map_err(|e| StepError::failed(format!("{what}: {e}")))?
+            .with_base_dir(base_dir(&st.template_dir, &urls));
+        let src = kiln_iso::IsoSource {
+            urls: urls.clone(),
+            checksum: iso.iso_checksum.clone().unwrap_or_else(|| "none".into()),
+        };
+        cx.ui.say("Retrieving ISO");
+        let bar: Mutex<Option<(String, crate::ui::Progress)>> = Mutex::new(None);
+        let ui = cx.ui.clone();
+        let on_progress = |p: &kiln_iso::Progress<'_>| {
+            if let Ok(mut g) = bar.lock() {
+                let label = match p.phase {
+                    kiln_iso::Phase::Verifying => format!("verify {}", short_name(p.url)),
+                    kiln_iso::Phase::Downloading => format!("download {}", short_name(p.url)),
+                };
+                if g.as_ref().map(|(l, _)| l != &label).unwrap_or(true) {
+                    if let Some((_, old)) = g.take() {
+                        old.finish();
+                    }
+                    *g = Some((label.clone(), ui.progress(&label, p.total.unwrap_or(0))));
                 }
-            };
-            let real = tokio::fs::canonicalize(&path).await.unwrap_or(path.clone());
-            let name = real
+                if let Some((_, pr)) = g.as_mut() {
+                    pr.set(p.done);
+                }
+            }
+        };
+        let got = fetcher
+            .fetch(&src, &on_progress)
+            .await
+            .map_err(|e| StepError::failed(format!("{what}: {e}")))?;
+        if let Ok(mut g) = bar.lock() {
+            if let Some((_, pr)) = g.take() {
+                pr.finish();
+            }
+        }
+        if got.digest.is_none() {
+            cx.ui
+                .message("Warning: iso_checksum = \"none\": the ISO is not verified");
+        }
+        // name on storage: the URL's file name (readable), not the cache key
+        let name = match got.action {
+            kiln_iso::Action::Local => tokio::fs::canonicalize(&got.path)
+                .await
+                .unwrap_or(got.path.clone())
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("image.iso")
-                .to_string();
-            let volid = format!("{pool}:iso/{name}");
-            if let Some((algo, want)) = self.resolve_checksum(iso, &name, &st.template_dir).await? {
-                cx.ui
-                    .message(&format!("Verifying {algo} checksum of {}", real.display()));
-                let p2 = real.clone();
-                let algo2 = algo.clone();
-                let prog = Arc::new(Mutex::new(
-                    cx.ui.progress(&format!("checksum {name}"), meta.len()),
+                .to_string(),
+            _ => kiln_iso::Fetcher::file_name(&got.url),
+        };
+        let size = tokio::fs::metadata(&got.path)
+            .await
+            .map(|m| m.len())
+            .map_err(|e| StepError::failed(format!("{}: {e}", got.path.display())))?;
+        let volid = format!("{pool}:iso/{name}");
+        match client.find_volume(&node, &pool, UploadContent::Iso, &name).await {
+            Ok(Some(c)) if c.size == size => {
+                cx.ui.message(&format!(
+                    "{volid} already on storage with the same size, not uploading it again"
                 ));
-                let prog2 = prog.clone();
-                let got = tokio::task::spawn_blocking(move || {
-                    hash_file(&p2, &algo2, |d| {
-                        if let Ok(mut p) = prog2.lock() {
-                            p.set(d);
-                        }
-                    })
-                })
-                .await
-                .map_err(|e| StepError::failed(format!("checksum task: {e}")))?
-                .map_err(|e| StepError::failed(format!("reading {}: {e}", real.display())))?;
-                if let Ok(m) = Arc::try_unwrap(prog) {
-                    if let Ok(p) = m.into_inner() {
-                        p.finish();
-                    }
-                }
-                if got != want {
-                    return Err(StepError::failed(format!(
-                        "{what}: checksum mismatch for {}: {algo} is {got}, iso_checksum says {want}",
-                        real.display()
-                    )));
-                }
+                return Ok(volid);
             }
-            match client.find_volume(&node, &pool, UploadContent::Iso, &name).await {
-                Ok(Some(c)) if c.size == meta.len() => {
-                    cx.ui.message(&format!("{volid} already on storage with the same size, not uploading it again"));
-                    return Ok(volid);
-                }
-                Ok(Some(_)) => {
-                    return Err(StepError::failed(format!(
-                        "{what}: {volid} already exists on storage with a different size; delete it or rename the local file"
-                    )))
-                }
-                _ => {}
+            Ok(Some(_)) => {
+                return Err(StepError::failed(format!(
+                    "{what}: {volid} already exists on storage with a different size; delete it or rename the ISO"
+                )))
             }
-            self.upload(cx, &client, &node, &pool, &real, &name).await?;
-            cx.ui.message(&format!("Uploaded ISO to {volid}"));
-            return Ok(volid);
+            _ => {}
         }
-        Err(StepError::failed(format!(
-            "{what}: no usable iso_url: {last}"
-        )))
+        self.upload(cx, &client, &node, &pool, &got.path, &name)
+            .await?;
+        cx.ui.message(&format!("Uploaded ISO to {volid}"));
+        Ok(volid)
     }
 
     async fn upload(
@@ -492,59 +380,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksum_forms() {
-        assert_eq!(parse_checksum(Some("none")), Ok(IsoChecksum::None));
-        assert_eq!(parse_checksum(None), Ok(IsoChecksum::None));
-        assert_eq!(
-            parse_checksum(Some("sha256:ABCD")),
-            Ok(IsoChecksum::Hex {
-                algo: "sha256".into(),
-                hex: "abcd".into()
-            })
-        );
-        assert_eq!(
-            parse_checksum(Some("file:./SHA256SUMS")),
-            Ok(IsoChecksum::File {
-                algo: None,
-                url: "./SHA256SUMS".into()
-            })
-        );
-        assert_eq!(
-            parse_checksum(Some("sha256:file:https://x/SHA256SUMS")),
-            Ok(IsoChecksum::File {
-                algo: Some("sha256".into()),
-                url: "https://x/SHA256SUMS".into()
-            })
-        );
-        assert!(
-            matches!(parse_checksum(Some(&"a".repeat(64))), Ok(IsoChecksum::Hex { algo, .. }) if algo == "sha256")
-        );
-        assert!(parse_checksum(Some("crc:1")).is_err());
-    }
-
-    #[test]
-    fn checksum_files() {
-        let gnu = "aaaa  other.iso\nbbbb *ubuntu.iso\n";
-        assert_eq!(checksum_from_file(gnu, "ubuntu.iso"), Some("bbbb".into()));
-        let bsd = "SHA256 (ubuntu.iso) = CCCC\n";
-        assert_eq!(checksum_from_file(bsd, "ubuntu.iso"), Some("cccc".into()));
-        assert_eq!(checksum_from_file("dddd\n", "x.iso"), Some("dddd".into()));
-        assert_eq!(checksum_from_file(gnu, "nope.iso"), None);
-    }
-
-    #[test]
-    fn hashing_and_paths() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let f = dir.path().join("x.iso");
-        std::fs::write(&f, b"abc").ok();
-        assert_eq!(
-            hash_file(&f, "sha256", |_| {}).ok(),
-            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into())
-        );
-        assert_eq!(
-            hash_file(&f, "md5", |_| {}).ok(),
-            Some("900150983cd24fb0d6963f7d28e17f72".into())
-        );
+    fn paths() {
         assert_eq!(
             local_path("file:///a/b.iso", Path::new("/t")),
             Some(PathBuf::from("/a/b.iso"))
@@ -554,5 +390,12 @@ mod tests {
             Some(PathBuf::from("/t/b.iso"))
         );
         assert_eq!(local_path("https://x/b.iso", Path::new("/t")), None);
+        assert_eq!(short_name("https://x/y/u.iso?x=1"), "u.iso");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("g.iso"), b"x").ok();
+        assert_eq!(
+            base_dir(dir.path(), &["g.iso".into()]),
+            dir.path().to_path_buf()
+        );
     }
 }
