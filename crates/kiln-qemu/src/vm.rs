@@ -339,13 +339,13 @@ async fn supervise(inner: Arc<Inner>, mut child: Child, mut qmp: Arc<QmpClient>)
                         s.running = false;
                         s.pid = None;
                     });
-                    inner.stopped_tx.send_replace(true);
                     inner.emit(VmEvent::Stopped {
                         reason: StopReason::Exited {
                             code: None,
                             message: format!("restart after guest reboot failed: {e}"),
                         },
                     });
+                    inner.stopped_tx.send_replace(true);
                     return;
                 }
             }
@@ -370,8 +370,9 @@ async fn supervise(inner: Arc<Inner>, mut child: Child, mut qmp: Arc<QmpClient>)
             s.running = false;
             s.pid = None;
         });
-        inner.stopped_tx.send_replace(true);
+        // event first: whoever wakes up from wait_stopped() finds it already sent
         inner.emit(VmEvent::Stopped { reason });
+        inner.stopped_tx.send_replace(true);
         return;
     }
 }
@@ -537,18 +538,38 @@ impl RunningVm {
         }
     }
 
+    /// Run `f` on the current QMP client; if QEMU goes away in the middle because the guest
+    /// rebooted, run it once more on the restarted instance.
+    async fn with_qmp<T, F, Fut>(&self, f: F) -> Result<T, VmError>
+    where
+        F: Fn(Arc<QmpClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, QmpError>>,
+    {
+        let mut tries = 0;
+        loop {
+            let q = self.qmp_client().await?;
+            match f(q).await {
+                Err(QmpError::Disconnected) if tries < 2 && self.is_running() => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => return r.map_err(VmError::from),
+            }
+        }
+    }
+
     /// Send a PVE/HMP `sendkey` value (`ret`, `shift-a`, `ctrl-alt-delete`) via QMP `send-key`.
     pub async fn send_key(&self, key: &str) -> Result<(), VmError> {
         let chord = crate::keys::parse(key)?;
-        let q = self.qmp_client().await?;
-        q.send_key(&chord, None).await?;
-        Ok(())
+        let chord = &chord;
+        self.with_qmp(|q| async move { q.send_key(chord, None).await })
+            .await
     }
 
     /// ACPI power button (`system_powerdown`).
     pub async fn powerdown(&self) -> Result<(), VmError> {
-        self.qmp_client().await?.system_powerdown().await?;
-        Ok(())
+        self.with_qmp(|q| async move { q.system_powerdown().await })
+            .await
     }
 
     /// Hard reset (`system_reset`); with `-no-reboot` this is handled like a guest reboot.
@@ -594,7 +615,9 @@ impl RunningVm {
     /// Any QMP command on the current QEMU instance (waits briefly while a reboot restart is in
     /// progress).
     pub async fn qmp(&self, command: &str, arguments: Option<Value>) -> Result<Value, VmError> {
-        Ok(self.qmp_client().await?.execute(command, arguments).await?)
+        let arguments = &arguments;
+        self.with_qmp(|q| async move { q.execute(command, arguments.clone()).await })
+            .await
     }
 
     /// True if the config enables the guest agent (`agent: 1`).
