@@ -81,7 +81,8 @@ pub async fn run(args: Args) -> CmdResult {
     }
 }
 
-/// Re-run this command inside `ip netns exec NAME` (creating the namespace if needed).
+/// Re-run this command inside `ip netns exec NAME` (creating the namespace if needed). Ctrl-C and
+/// SIGTERM are forwarded to the server; a namespace created here is deleted afterwards.
 async fn reexec_in_netns(ns: &str) -> CmdResult {
     let exists = std::process::Command::new("ip")
         .args(["netns", "list"])
@@ -108,7 +109,7 @@ async fn reexec_in_netns(ns: &str) -> CmdResult {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: cannot find own executable: {e}");
-            return Ok(Code::Failed);
+            return finish(ns, !exists, Ok(Code::Failed));
         }
     };
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
@@ -123,25 +124,62 @@ async fn reexec_in_netns(ns: &str) -> CmdResult {
             i += 1;
         }
     }
-    let status = tokio::process::Command::new("ip")
+    let mut child = match tokio::process::Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(exe)
         .args(argv)
-        .status()
-        .await;
-    if !exists {
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: ip netns exec failed: {e}");
+            return finish(ns, !exists, Ok(Code::Failed));
+        }
+    };
+    let pid = child.id();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let forwarded = tokio::select! {
+        st = child.wait() => Some(("", st)),
+        _ = tokio::signal::ctrl_c() => Some(("-INT", Ok(Default::default()))),
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => Some(("-TERM", Ok(Default::default()))),
+    };
+    let status = match forwarded {
+        Some(("", st)) => st,
+        Some((sig, _)) => {
+            // `ip netns exec` execs the server, so the child pid is the server's
+            if let Some(pid) = pid {
+                let _ = std::process::Command::new("kill")
+                    .args([sig, &pid.to_string()])
+                    .status();
+            }
+            child.wait().await
+        }
+        None => child.wait().await,
+    };
+    let code = match status {
+        Ok(s) if s.success() => Code::Ok,
+        Ok(s) if s.code() == Some(130) => Code::Interrupted,
+        Ok(_) => Code::Failed,
+        Err(e) => {
+            eprintln!("error: ip netns exec failed: {e}");
+            Code::Failed
+        }
+    };
+    finish(ns, !exists, Ok(code))
+}
+
+fn finish(ns: &str, created: bool, code: CmdResult) -> CmdResult {
+    if created {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", ns])
             .status();
     }
-    match status {
-        Ok(s) if s.success() => Ok(Code::Ok),
-        Ok(_) => Ok(Code::Failed),
-        Err(e) => {
-            eprintln!("error: ip netns exec failed: {e}");
-            Ok(Code::Failed)
-        }
-    }
+    code
 }
 
 async fn serve(a: ServeArgs) -> CmdResult {
