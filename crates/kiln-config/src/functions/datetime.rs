@@ -1,4 +1,6 @@
-//! Date and time functions: timestamp, formatdate, timeadd, timecmp.
+//! Date and time functions: timestamp, formatdate, timeadd, timecmp, and Packer's legacy_isotime /
+//! legacy_strftime. [`go_time_format`] (Go reference-layout formatting, as `{{ isotime "2006-01-02" }}`) is public
+//! for the Go-template fields resolved at build time.
 
 use hcl::Value;
 use time::format_description::well_known::Rfc3339;
@@ -11,7 +13,204 @@ pub(super) const FUNCS: &[(&str, Func)] = &[
     ("formatdate", formatdate),
     ("timeadd", timeadd),
     ("timecmp", timecmp),
+    ("legacy_isotime", legacy_isotime),
+    ("legacy_strftime", legacy_strftime),
 ];
+
+/// Format `t` with a Go reference layout (`"2006-01-02T15:04:05Z07:00"`), as Go's `time.Format`.
+pub fn go_time_format(layout: &str, t: OffsetDateTime) -> String {
+    const TOKENS: &[&str] = &[
+        "January",
+        "Jan",
+        "Monday",
+        "Mon",
+        "MST",
+        "2006",
+        "002",
+        "01",
+        "02",
+        "03",
+        "04",
+        "05",
+        "06",
+        "15",
+        "__2",
+        "_2",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "PM",
+        "pm",
+        "-07:00:00",
+        "-070000",
+        "-07:00",
+        "-0700",
+        "-07",
+        "Z07:00:00",
+        "Z070000",
+        "Z07:00",
+        "Z0700",
+        "Z07",
+    ];
+    let month = usize::from(u8::from(t.month())) - 1;
+    let wday = usize::from(t.weekday().number_days_from_monday());
+    let h12 = match t.hour() % 12 {
+        0 => 12,
+        h => h,
+    };
+    let off = t.offset();
+    let (oh, om, os) = off.as_hms();
+    let sign = if off.is_negative() { '-' } else { '+' };
+    let (oh, om, os) = (oh.unsigned_abs(), om.unsigned_abs(), os.unsigned_abs());
+    let mut out = String::new();
+    let mut rest = layout;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("_2006") {
+            out.push('_');
+            out.push_str(&format!("{:04}", t.year()));
+            rest = r;
+            continue;
+        }
+        // fractional seconds: .000 / ,000 (fixed) or .999 (trailing zeros trimmed)
+        if let Some(sep) = rest.chars().next().filter(|c| *c == '.' || *c == ',') {
+            let digits = &rest[1..];
+            let n0 = digits.chars().take_while(|c| *c == '0').count();
+            let n9 = digits.chars().take_while(|c| *c == '9').count();
+            let n = n0.max(n9);
+            if n > 0 && !digits[n..].starts_with(|c: char| c.is_ascii_digit()) {
+                let frac = format!("{:09}", t.nanosecond());
+                let frac = &frac[..n.min(9)];
+                if n0 > 0 {
+                    out.push(sep);
+                    out.push_str(frac);
+                } else {
+                    let trimmed = frac.trim_end_matches('0');
+                    if !trimmed.is_empty() {
+                        out.push(sep);
+                        out.push_str(trimmed);
+                    }
+                }
+                rest = &digits[n..];
+                continue;
+            }
+        }
+        let Some(tok) = TOKENS.iter().find(|tok| rest.starts_with(**tok)) else {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        };
+        let utc_z = off.is_utc() && tok.starts_with('Z');
+        let s = match *tok {
+            "January" => MONTHS[month].to_string(),
+            "Jan" => MONTHS[month][..3].to_string(),
+            "Monday" => DAYS[wday].to_string(),
+            "Mon" => DAYS[wday][..3].to_string(),
+            "MST" => {
+                if off.is_utc() {
+                    "UTC".to_string()
+                } else {
+                    format!("{sign}{oh:02}{om:02}")
+                }
+            }
+            "2006" => format!("{:04}", t.year()),
+            "06" => format!("{:02}", t.year().rem_euclid(100)),
+            "002" => format!("{:03}", t.ordinal()),
+            "__2" => format!("{:>3}", t.ordinal()),
+            "01" => format!("{:02}", month + 1),
+            "1" => (month + 1).to_string(),
+            "02" => format!("{:02}", t.day()),
+            "_2" => format!("{:>2}", t.day()),
+            "2" => t.day().to_string(),
+            "15" => format!("{:02}", t.hour()),
+            "03" => format!("{h12:02}"),
+            "3" => h12.to_string(),
+            "04" => format!("{:02}", t.minute()),
+            "4" => t.minute().to_string(),
+            "05" => format!("{:02}", t.second()),
+            "5" => t.second().to_string(),
+            "PM" => (if t.hour() < 12 { "AM" } else { "PM" }).to_string(),
+            "pm" => (if t.hour() < 12 { "am" } else { "pm" }).to_string(),
+            _ if utc_z => "Z".to_string(),
+            "-07:00:00" | "Z07:00:00" => format!("{sign}{oh:02}:{om:02}:{os:02}"),
+            "-070000" | "Z070000" => format!("{sign}{oh:02}{om:02}{os:02}"),
+            "-07:00" | "Z07:00" => format!("{sign}{oh:02}:{om:02}"),
+            "-0700" | "Z0700" => format!("{sign}{oh:02}{om:02}"),
+            _ => format!("{sign}{oh:02}"),
+        };
+        out.push_str(&s);
+        rest = &rest[tok.len()..];
+    }
+    out
+}
+
+/// Packer's `legacy_isotime(layout)`: the build's "now" (UTC) in a Go layout.
+fn legacy_isotime(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    arity(name, &args, 0, Some(1))?;
+    let layout = match args.first() {
+        Some(v) => arg_str(name, 0, v)?,
+        None => "2006-01-02T15:04:05Z07:00".to_string(),
+    };
+    Ok(Value::String(go_time_format(
+        &layout,
+        ctx.now.to_offset(UtcOffset::UTC),
+    )))
+}
+
+/// Packer's `legacy_strftime(format)`: the build's "now" (UTC) with C strftime directives.
+fn legacy_strftime(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let fmt = arg_str(name, 0, &args[0])?;
+    let t = ctx.now.to_offset(UtcOffset::UTC);
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(d) = chars.next() else {
+            return Err(failed(name, "format ends with a lone %"));
+        };
+        let layout = match d {
+            'Y' => "2006",
+            'y' => "06",
+            'm' => "01",
+            'd' => "02",
+            'e' => "_2",
+            'H' => "15",
+            'I' => "03",
+            'M' => "04",
+            'S' => "05",
+            'p' => "PM",
+            'b' | 'h' => "Jan",
+            'B' => "January",
+            'a' => "Mon",
+            'A' => "Monday",
+            'j' => "002",
+            'Z' => "MST",
+            'z' => "-0700",
+            'F' => "2006-01-02",
+            'T' => "15:04:05",
+            'D' => "01/02/06",
+            'R' => "15:04",
+            '%' => {
+                out.push('%');
+                continue;
+            }
+            other => {
+                return Err(failed(
+                    name,
+                    format!("unsupported strftime directive %{other}"),
+                ))
+            }
+        };
+        out.push_str(&go_time_format(layout, t));
+    }
+    Ok(Value::String(out))
+}
 
 fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.replace_nanosecond(0).unwrap_or(t);
@@ -321,6 +520,52 @@ mod tests {
         err("timeadd", &["\"2017-11-22T00:00:00Z\"", "\"10x\""]);
         err("timeadd", &["\"2017-11-22T00:00:00Z\"", "\"\""]);
         err("timeadd", &["\"yesterday\"", "\"1h\""]);
+    }
+
+    #[test]
+    fn go_layouts() {
+        let t = time::macros::datetime!(2026-01-02 15:04:05.120 UTC);
+        assert_eq!(
+            super::go_time_format("2006-01-02 15:04", t),
+            "2026-01-02 15:04"
+        );
+        assert_eq!(
+            super::go_time_format("Mon Jan _2 03:04:05PM MST 2006", t),
+            "Fri Jan  2 03:04:05PM UTC 2026"
+        );
+        assert_eq!(
+            super::go_time_format("2006-01-02T15:04:05.000Z07:00", t),
+            "2026-01-02T15:04:05.120Z"
+        );
+        assert_eq!(
+            super::go_time_format("05.999 002 January Monday", t),
+            "05.12 002 January Friday"
+        );
+        let o = time::macros::datetime!(2026-01-02 15:04:05 -07:30);
+        assert_eq!(
+            super::go_time_format("Z07:00 -0700 MST", o),
+            "-07:30 -0730 -0730"
+        );
+        assert_eq!(super::go_time_format("1/2/06 3pm", o), "1/2/26 3pm");
+    }
+
+    #[test]
+    fn legacy_isotime_and_strftime() {
+        ok(
+            "legacy_isotime",
+            &["\"2006-01-02 15:04\""],
+            "\"2026-11-26 03:04\"",
+        );
+        ok("legacy_isotime", &[], "\"2026-11-26T03:04:05Z\"");
+        err("legacy_isotime", &["[]"]);
+        ok(
+            "legacy_strftime",
+            &["\"%Y%m%d-%H%M%S %% %b\""],
+            "\"20261126-030405 % Nov\"",
+        );
+        err("legacy_strftime", &["\"%Q\""]);
+        err("legacy_strftime", &["\"%\""]);
+        err("legacy_strftime", &[]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   with a hint rather than "unknown function".
 //! - [`call`]: call a function with already-evaluated arguments.
 //! - [`names`]: every known function name (for "did you mean" suggestions).
+//! - [`go_time_format`]: Go reference-layout time formatting (for `{{ isotime "2006-01-02" }}` fields).
 //!
 //! `can`, `try` and `templatefile` are special forms handled by the evaluator, not here.
 //!
@@ -29,6 +30,8 @@ mod environment;
 mod filesystem;
 mod numeric;
 mod string;
+
+pub use datetime::go_time_format;
 
 /// What a function call may observe.
 #[derive(Debug, Clone)]
