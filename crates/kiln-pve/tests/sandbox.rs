@@ -327,3 +327,72 @@ async fn injected_faults_retry_policy_and_task_failure() {
     }
     sb.shutdown().await;
 }
+
+/// Disks need `qemu-img` (Debian `qemu-utils`): e2e tier.
+#[tokio::test]
+async fn e2e_disk_template_and_clone() {
+    if std::env::var_os("KILN_E2E").is_none() {
+        println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
+        return;
+    }
+    let (sb, _dir) = sandbox(Faults::default()).await;
+    let node = sb.node.clone();
+    let c = Client::connect(opts(&sb, token())).await.unwrap();
+    let images = c
+        .storages(&node, Some("images"))
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("a storage for disk images")
+        .storage;
+    let vmid = c.next_id().await.unwrap();
+    let mut p = Params::new();
+    p.add("name", "kiln-disk-it")
+        .add("memory", 256)
+        .add("scsihw", "virtio-scsi-single")
+        .add("scsi0", format!("{images}:1,discard=on"));
+    let t = c.qemu_create(&node, vmid, &p).await.unwrap();
+    c.wait_opt(t, &wait()).await.unwrap();
+    let cfg = c.qemu_config(&node, vmid, false).await.unwrap();
+    let disk = cfg.get("scsi0").unwrap_or_default().to_string();
+    assert!(disk.contains("size=1G"), "{disk}");
+    let t = c.qemu_template(&node, vmid, None).await.unwrap();
+    c.wait_opt(t, &wait()).await.unwrap();
+
+    let newid = c.next_id().await.unwrap();
+    let t = c
+        .qemu_clone(
+            &node,
+            vmid,
+            &CloneOptions {
+                newid,
+                name: Some("kiln-clone-it".into()),
+                full: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    c.wait_opt(t, &wait()).await.unwrap();
+    let clone = c.qemu_config(&node, newid, false).await.unwrap();
+    assert_eq!(clone.get("name"), Some("kiln-clone-it"));
+    assert!(clone.get("scsi0").is_some());
+
+    for id in [newid, vmid] {
+        let t = c
+            .qemu_delete(
+                &node,
+                id,
+                &DeleteVmOptions {
+                    purge: true,
+                    destroy_unreferenced_disks: true,
+                },
+            )
+            .await
+            .unwrap();
+        c.wait_opt(t, &wait()).await.unwrap();
+    }
+    assert!(c.find_vm_by_id(vmid).await.unwrap().is_none());
+    sb.shutdown().await;
+}
