@@ -502,7 +502,9 @@ impl<'a> Dec<'a> {
                     "\"{}\" is an attribute: write `{} = …`",
                     b.ident, b.ident
                 ));
-            } else if let Some(s) = did_you_mean(&b.ident, &known) {
+            } else if let Some(s) = did_you_mean(&b.ident, &self.known_blocks)
+                .or_else(|| did_you_mean(&b.ident, &known))
+            {
                 d = d.with_help(format!("did you mean \"{s}\"?"));
             }
             self.errs.push(d);
@@ -517,6 +519,14 @@ pub fn is_unset(v: &Value) -> bool {
 /// "did you mean": the closest known key by edit distance, or a known key that ends with it
 /// (`iso` → `boot_iso`).
 pub fn did_you_mean(key: &str, known: &[&str]) -> Option<String> {
+    if key.len() >= 3 {
+        if let Some(k) = known
+            .iter()
+            .find(|k| k.ends_with(&format!("_{key}")) || k.starts_with(&format!("{key}_")))
+        {
+            return Some(k.to_string());
+        }
+    }
     let mut best: Option<(usize, &str)> = None;
     for k in known {
         let d = strsim::levenshtein(key, k);
@@ -525,13 +535,7 @@ pub fn did_you_mean(key: &str, known: &[&str]) -> Option<String> {
             best = Some((d, k));
         }
     }
-    if let Some((_, k)) = best {
-        return Some(k.to_string());
-    }
-    known
-        .iter()
-        .find(|k| k.ends_with(&format!("_{key}")) || k.starts_with(&format!("{key}_")))
-        .map(|k| k.to_string())
+    best.map(|(_, k)| k.to_string())
 }
 
 /// Go's `time.ParseDuration`: `300ms`, `-1.5h`, `2h45m`; "0" alone is allowed.

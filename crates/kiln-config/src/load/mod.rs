@@ -25,7 +25,7 @@ use std::sync::Arc;
 use types::Type;
 
 /// The Packer version kiln reports as `packer.version`.
-pub const PACKER_COMPAT_VERSION: &str = "1.14.2";
+pub const PACKER_COMPAT_VERSION: &str = crate::version::PACKER_CORE_VERSION;
 
 /// Load a template directory (all `*.pkr.hcl` + `*.auto.pkrvars.hcl`) or a single file.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
@@ -169,11 +169,17 @@ impl<'o> Loader<'o> {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
             if name.ends_with(".json") {
-                self.errors.push(Diag::error(format!("{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`", path.display())));
+                self.errors.push(Diag::error(format!(
+                    "{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`",
+                    path.display()
+                )));
                 return None;
             }
             if name.ends_with(".pkrvars.hcl") {
-                self.errors.push(Diag::error(format!("{}: this is a variables file; pass it with -var-file and give the template directory", path.display())));
+                self.errors.push(Diag::error(format!(
+                    "{}: this is a variables file; pass it with -var-file and give the template directory",
+                    path.display()
+                )));
                 return None;
             }
             let parent = path
@@ -216,9 +222,12 @@ impl<'o> Loader<'o> {
             for item in &body.items {
                 match item {
                     RawItem::Attr(a) => self.errors.push(
-                        Diag::error(format!("unsupported argument \"{}\": an argument named \"{}\" is not expected at the top level of a template", a.key, a.key))
-                            .at(&a.file, Some(a.span.clone()))
-                            .with_help("values for variables belong in a *.pkrvars.hcl file passed with -var-file"),
+                        Diag::error(format!(
+                            "unsupported argument \"{}\": an argument named \"{}\" is not expected at the top level of a template",
+                            a.key, a.key
+                        ))
+                        .at(&a.file, Some(a.span.clone()))
+                        .with_help("values for variables belong in a *.pkrvars.hcl file passed with -var-file"),
                     ),
                     RawItem::Block(b) => match b.ident.as_str() {
                         "variable" => {
@@ -234,8 +243,17 @@ impl<'o> Loader<'o> {
                             // legacy form: variables { name = default }
                             for a in b.body.attrs() {
                                 let mut inner = RawBody::default();
-                                inner.items.push(RawItem::Attr(RawAttr { key: "default".into(), ..a.clone() }));
-                                var_blocks.push(RawBlock { ident: "variable".into(), labels: vec![a.key.clone()], body: inner, span: a.span.clone(), file: a.file.clone() });
+                                inner.items.push(RawItem::Attr(RawAttr {
+                                    key: "default".into(),
+                                    ..a.clone()
+                                }));
+                                var_blocks.push(RawBlock {
+                                    ident: "variable".into(),
+                                    labels: vec![a.key.clone()],
+                                    body: inner,
+                                    span: a.span.clone(),
+                                    file: a.file.clone(),
+                                });
                             }
                         }
                         "locals" => {
@@ -253,12 +271,21 @@ impl<'o> Loader<'o> {
                             }
                             let sensitive = matches!(b.body.attr("sensitive").map(|a| &a.expr), Some(hcl::Expression::Bool(true)));
                             match b.body.attr("expression") {
-                                Some(a) => local_attrs.push((RawAttr { key: b.labels[0].clone(), ..a.clone() }, sensitive)),
+                                Some(a) => local_attrs.push((
+                                    RawAttr {
+                                        key: b.labels[0].clone(),
+                                        ..a.clone()
+                                    },
+                                    sensitive,
+                                )),
                                 None => self.err_block(b, &format!("local \"{}\": expression is required", b.labels[0])),
                             }
                             for a in b.body.attrs() {
                                 if a.key != "expression" && a.key != "sensitive" {
-                                    self.errors.push(Diag::error(format!("unknown key \"{}\" in local block (expected expression, sensitive)", a.key)).at(&a.file, Some(a.span.clone())));
+                                    self.errors.push(
+                                        Diag::error(format!("unknown key \"{}\" in local block (expected expression, sensitive)", a.key))
+                                            .at(&a.file, Some(a.span.clone())),
+                                    );
                                 }
                             }
                         }
@@ -284,7 +311,8 @@ impl<'o> Loader<'o> {
                         "hcp_packer_registry" => {}
                         other => {
                             let known = ["variable", "variables", "locals", "local", "packer", "source", "build", "data"];
-                            let mut d = Diag::error(format!("unsupported block type \"{other}\" at the top level of a template")).at(&b.file, Some(b.span.clone()));
+                            let mut d = Diag::error(format!("unsupported block type \"{other}\" at the top level of a template"))
+                                .at(&b.file, Some(b.span.clone()));
                             if let Some(s) = ebody::did_you_mean(other, &known) {
                                 d = d.with_help(format!("did you mean \"{s}\"?"));
                             }
@@ -442,7 +470,9 @@ impl<'o> Loader<'o> {
                 },
                 None => {
                     let names: Vec<&str> = decls.keys().map(|s| s.as_str()).collect();
-                    let mut d = Diag::error(format!("-var {k}=…: undefined variable \"{k}\": the template declares no variable with this name"));
+                    let mut d = Diag::error(format!(
+                        "-var {k}=…: undefined variable \"{k}\": the template declares no variable with this name"
+                    ));
                     if let Some(s) = ebody::did_you_mean(k, &names) {
                         d = d.with_help(format!("did you mean \"{s}\"?"));
                     }
@@ -580,7 +610,7 @@ impl<'o> Loader<'o> {
         }
 
         // packer block
-        let required =
+        let (required, pin_at) =
             packer::read_packer_blocks(&packer_blocks, &g, &mut self.errors, &mut self.warnings);
 
         // builds
@@ -603,7 +633,14 @@ impl<'o> Loader<'o> {
             ));
         }
         for b in &builds {
-            self.build_block(b, &g, &sources, &required, &mut runs, &mut other_runs);
+            self.build_block(
+                b,
+                &g,
+                &sources,
+                (&required, pin_at.as_deref()),
+                &mut runs,
+                &mut other_runs,
+            );
         }
         for r in &runs {
             for s in [
@@ -696,15 +733,18 @@ impl<'o> Loader<'o> {
             match item {
                 RawItem::Attr(a) => match scope.eval(&a.expr) {
                     Ok(v) => self.assign_var(decls, &a.key, v, src, &a.file, a.span.clone()),
-                    Err(EvalError::Msg(m)) => self.errors.push(
-                        Diag::error(format!("{m} (variable files may only hold literal values)")).at(&a.file, Some(a.span.clone())),
-                    ),
+                    Err(EvalError::Msg(m)) => self
+                        .errors
+                        .push(Diag::error(format!("{m} (variable files may only hold literal values)")).at(&a.file, Some(a.span.clone()))),
                     Err(EvalError::Reported) => {}
                 },
                 RawItem::Block(b) => self.errors.push(
-                    Diag::error(format!("unexpected block \"{}\" in a variables file: only `name = value` assignments are allowed", b.ident))
-                        .at(&b.file, Some(b.span.clone()))
-                        .with_help("is this a template? templates go in the directory you validate; -var-file takes *.pkrvars.hcl files"),
+                    Diag::error(format!(
+                        "unexpected block \"{}\" in a variables file: only `name = value` assignments are allowed",
+                        b.ident
+                    ))
+                    .at(&b.file, Some(b.span.clone()))
+                    .with_help("is this a template? templates go in the directory you validate; -var-file takes *.pkrvars.hcl files"),
                 ),
             }
         }
@@ -727,7 +767,10 @@ impl<'o> Loader<'o> {
             }
             None => {
                 let names: Vec<&str> = decls.keys().map(|s| s.as_str()).collect();
-                let mut d = Diag::warning(format!("undefined variable \"{name}\": a value was given but the template declares no such variable")).at(f, Some(span));
+                let mut d = Diag::warning(format!(
+                    "undefined variable \"{name}\": a value was given but the template declares no such variable"
+                ))
+                .at(f, Some(span));
                 if let Some(s) = ebody::did_you_mean(name, &names) {
                     d = d.with_help(format!("did you mean \"{s}\"?"));
                 }
@@ -742,7 +785,7 @@ impl<'o> Loader<'o> {
         b: &RawBlock,
         g: &Globals,
         sources: &IndexMap<(String, String), RawBlock>,
-        required: &Required,
+        (required, pin_at): (&Required, Option<&str>),
         runs: &mut Vec<SourceRun>,
         other_runs: &mut Vec<OtherRun>,
     ) {
@@ -764,7 +807,10 @@ impl<'o> Loader<'o> {
                 RawItem::Attr(a) => match a.key.as_str() {
                     "name" => match root.eval(&a.expr) {
                         Ok(Value::String(s)) => build_name = Some(s),
-                        Ok(other) => self.errors.push(Diag::error(format!("build name must be a string, got {}", eval::type_name(&other))).at(&a.file, Some(a.span.clone()))),
+                        Ok(other) => self.errors.push(
+                            Diag::error(format!("build name must be a string, got {}", eval::type_name(&other)))
+                                .at(&a.file, Some(a.span.clone())),
+                        ),
                         Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
                     },
                     "description" => {}
@@ -777,17 +823,34 @@ impl<'o> Loader<'o> {
                                     match it {
                                         Value::String(r) => match parse_source_ref(&r) {
                                             Some((t, n)) => refs.push((t, n, None, a.span.clone(), a.file.clone())),
-                                            None => self.errors.push(Diag::error(format!("invalid source reference \"{r}\": expected source.<type>.<name>")).at(&a.file, Some(a.span.clone()))),
+                                            None => self.errors.push(
+                                                Diag::error(format!("invalid source reference \"{r}\": expected source.<type>.<name>"))
+                                                    .at(&a.file, Some(a.span.clone())),
+                                            ),
                                         },
-                                        other => self.errors.push(Diag::error(format!("sources: expected source references, got {}", eval::type_name(&other))).at(&a.file, Some(a.span.clone()))),
+                                        other => self.errors.push(
+                                            Diag::error(format!("sources: expected source references, got {}", eval::type_name(&other)))
+                                                .at(&a.file, Some(a.span.clone())),
+                                        ),
                                     }
                                 }
                             }
-                            Ok(other) => self.errors.push(Diag::error(format!("sources must be a list of source references, got {}", eval::type_name(&other))).at(&a.file, Some(a.span.clone()))),
+                            Ok(other) => self.errors.push(
+                                Diag::error(format!(
+                                    "sources must be a list of source references, got {}",
+                                    eval::type_name(&other)
+                                ))
+                                .at(&a.file, Some(a.span.clone())),
+                            ),
                             Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
                         }
                     }
-                    other => self.errors.push(Diag::error(format!("unknown key \"{other}\" in build block (expected name, description, sources)")).at(&a.file, Some(a.span.clone()))),
+                    other => self.errors.push(
+                        Diag::error(format!(
+                            "unknown key \"{other}\" in build block (expected name, description, sources)"
+                        ))
+                        .at(&a.file, Some(a.span.clone())),
+                    ),
                 },
                 RawItem::Block(sb) if sb.ident == "source" => {
                     let label = sb.labels.first().cloned().unwrap_or_default();
@@ -814,7 +877,10 @@ impl<'o> Loader<'o> {
             let Some(src) = sources.get(&(ty.clone(), name.clone())) else {
                 let known: Vec<String> = sources.keys().map(|(t, n)| format!("{t}.{n}")).collect();
                 let knownr: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
-                let mut d = Diag::error(format!("unknown source \"{ty}.{name}\": no source \"{ty}\" \"{name}\" block is declared")).at(&file, Some(span));
+                let mut d = Diag::error(format!(
+                    "unknown source \"{ty}.{name}\": no source \"{ty}\" \"{name}\" block is declared"
+                ))
+                .at(&file, Some(span));
                 if let Some(s) = ebody::did_you_mean(&format!("{ty}.{name}"), &knownr) {
                     d = d.with_help(format!("did you mean \"{s}\"?"));
                 }
@@ -870,11 +936,23 @@ impl<'o> Loader<'o> {
             match ty.as_str() {
                 "proxmox-iso" | "proxmox" => {
                     if ty == "proxmox" {
-                        self.warnings.push(Diag::warning("proxmox is deprecated, please use proxmox-iso instead").at(&src.file, Some(src.span.clone())));
+                        self.warnings.push(
+                            Diag::warning("proxmox is deprecated, please use proxmox-iso instead").at(&src.file, Some(src.span.clone())),
+                        );
                     }
-                    let mut cx = proxmox::Ctx { env: &self.opts.env, warnings: &mut self.warnings };
-                    let config = proxmox::decode(&ebody, &src.file, src.span.clone(), &format!("source \"{ty}\" \"{name}\""), &mut self.errors, &mut cx);
-                    packer::check_boot_iso_pin(&ebody, required, &src.file, src.span.clone(), &mut self.errors);
+                    let mut cx = proxmox::Ctx {
+                        env: &self.opts.env,
+                        warnings: &mut self.warnings,
+                    };
+                    let config = proxmox::decode(
+                        &ebody,
+                        &src.file,
+                        src.span.clone(),
+                        &format!("source \"{ty}\" \"{name}\""),
+                        &mut self.errors,
+                        &mut cx,
+                    );
+                    packer::check_boot_iso_pin(&ebody, required, pin_at, &mut self.errors);
                     runs.push(SourceRun {
                         build_name: build_name.clone(),
                         source_type: canonical_type,
@@ -887,15 +965,30 @@ impl<'o> Loader<'o> {
                 }
                 "null" | "file" => {
                     self.warnings.push(
-                        Diag::warning(format!("source \"{ty}.{run_name}\": kiln builds only proxmox-iso sources; this one is checked but will be skipped"))
-                            .at(&src.file, Some(src.span.clone())),
+                        Diag::warning(format!(
+                            "source \"{ty}.{run_name}\": kiln builds only proxmox-iso sources; this one is checked but will be skipped"
+                        ))
+                        .at(&src.file, Some(src.span.clone())),
                     );
-                    let settings = ebody.attrs.iter().map(|(k, a)| (k.clone(), serde_json::to_value(&a.value).unwrap_or(serde_json::Value::Null))).collect();
-                    other_runs.push(OtherRun { build_name: build_name.clone(), source_type: ty.clone(), source_name: run_name, settings, provisioners: provs, post_processors: pps });
+                    let settings = ebody
+                        .attrs
+                        .iter()
+                        .map(|(k, a)| (k.clone(), serde_json::to_value(&a.value).unwrap_or(serde_json::Value::Null)))
+                        .collect();
+                    other_runs.push(OtherRun {
+                        build_name: build_name.clone(),
+                        source_type: ty.clone(),
+                        source_name: run_name,
+                        settings,
+                        provisioners: provs,
+                        post_processors: pps,
+                    });
                 }
                 other => self.errors.push(
-                    Diag::error(format!("not supported: source type \"{other}\" (kiln builds proxmox-iso; null and file sources are accepted and skipped)"))
-                        .at(&src.file, Some(src.span.clone())),
+                    Diag::error(format!(
+                        "not supported: source type \"{other}\" (kiln builds proxmox-iso; null and file sources are accepted and skipped)"
+                    ))
+                    .at(&src.file, Some(src.span.clone())),
                 ),
             }
         }
@@ -986,7 +1079,10 @@ impl<'o> Loader<'o> {
                                 chain,
                             ));
                         } else {
-                            self.err_block(inner, &format!("unknown block \"{}\" in post-processors (expected post-processor)", inner.ident));
+                            self.err_block(
+                                inner,
+                                &format!("unknown block \"{}\" in post-processors (expected post-processor)", inner.ident),
+                            );
                         }
                     }
                     chain += 1;

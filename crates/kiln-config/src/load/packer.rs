@@ -10,15 +10,13 @@ use hcl::Value;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Where the proxmox plugin pin was written (for the boot_iso rule).
-static PIN_AT: std::sync::Mutex<Option<(String, usize)>> = std::sync::Mutex::new(None);
-
+/// Read the `packer {}` blocks; also returns where the proxmox plugin pin is (`file:line`).
 pub fn read_packer_blocks(
     blocks: &[RawBlock],
     g: &Globals,
     errs: &mut Vec<Diag>,
     warnings: &mut Vec<Diag>,
-) -> Required {
+) -> (Required, Option<String>) {
     let mut req = Required::default();
     let scope = Scope::root(g);
     let mut spans: Vec<(String, Arc<SourceFile>, Range<usize>)> = Vec::new();
@@ -34,7 +32,12 @@ pub fn read_packer_blocks(
                     Ok(_) => errs.push(Diag::error("required_version must be a string").at(&a.file, Some(a.span.clone()))),
                     Err(e) => super::ebody::report(errs, e, &a.file, a.span.clone()),
                 },
-                other => errs.push(Diag::error(format!("unknown key \"{other}\" in packer block (expected required_version, required_plugins)")).at(&a.file, Some(a.span.clone()))),
+                other => errs.push(
+                    Diag::error(format!(
+                        "unknown key \"{other}\" in packer block (expected required_version, required_plugins)"
+                    ))
+                    .at(&a.file, Some(a.span.clone())),
+                ),
             }
         }
         for rp in b.body.blocks() {
@@ -88,140 +91,50 @@ pub fn read_packer_blocks(
         }
     }
     crate::load::packer_versions::check(&req, version_at.as_ref(), &spans, errs, warnings);
-    if let Some((_, f, s)) = spans
+    let pin_at = spans
         .iter()
         .zip(req.plugins.iter())
         .find(|(_, p)| is_proxmox(p))
-        .map(|(s, _)| s)
-    {
-        let (line, _) = f.line_col(s.start);
-        if let Ok(mut g) = PIN_AT.lock() {
-            *g = Some((f.name.clone(), line));
-        }
-    }
-    req
+        .map(|((_, f, s), _)| {
+            let (line, _) = f.line_col(s.start);
+            format!("{}:{line}", f.name)
+        });
+    (req, pin_at)
 }
 
 pub fn is_proxmox(p: &RequiredPlugin) -> bool {
-    p.source
-        .trim_end_matches('/')
-        .ends_with("hashicorp/proxmox")
+    crate::version::plugin_by_source(&p.source).is_some_and(|i| i.name == "proxmox")
 }
 
-/// `boot_iso` first shipped in plugin v1.2.0: a pin that excludes every 1.2.x+ version while
-/// the source uses `boot_iso` cannot work.
+/// `boot_iso` first shipped in plugin v1.2.0: a pin whose newest matching release is older
+/// (e.g. `~> 1.1.3` selects 1.1.8) cannot work with a `boot_iso {}` block.
 pub fn check_boot_iso_pin(
     body: &EBody,
     req: &Required,
-    file: &Arc<SourceFile>,
-    span: Range<usize>,
+    pin_at: Option<&str>,
     errs: &mut Vec<Diag>,
 ) {
     let Some(b) = body.blocks.iter().find(|b| b.ident == "boot_iso") else {
         return;
     };
-    let _ = (file, span);
     for p in req.plugins.iter().filter(|p| is_proxmox(p)) {
-        let allows = [
-            "1.2.0", "1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.3.0", "2.0.0",
-        ]
-        .iter()
-        .any(|v| constraint_allows(&p.version, v));
-        if !allows {
-            let pin = PIN_AT
-                .lock()
-                .ok()
-                .and_then(|g| g.clone())
-                .map(|(f, l)| format!(" (pinned at {f}:{l})"))
+        let v = if p.version.trim().is_empty() {
+            None
+        } else {
+            Some(p.version.as_str())
+        };
+        let Ok(pin) = crate::version::check_required_plugin(&p.name, &p.source, v) else {
+            continue;
+        };
+        if let Err(e) = pin.require_feature("boot_iso") {
+            let at = pin_at
+                .map(|l| format!(" (the pin is at {l})"))
                 .unwrap_or_default();
             errs.push(
-                Diag::error(format!(
-                    "boot_iso needs the proxmox plugin >= 1.2.0, but required_plugins pins proxmox to \"{}\"{pin}",
-                    p.version.trim()
-                ))
-                .at(&b.file, Some(b.span.clone()))
-                .with_help("raise the pin (e.g. \">= 1.2.0\"), or use the deprecated top-level iso_* keys that older plugins understand"),
+                Diag::error(format!("{e}{at}"))
+                    .at(&b.file, Some(b.span.clone()))
+                    .with_help("raise the pin (e.g. \">= 1.2.0\"), or use the deprecated top-level iso_* keys that older plugins understand"),
             );
         }
-    }
-}
-
-fn parse_ver(s: &str) -> Option<Vec<u64>> {
-    let s = s.trim().trim_start_matches('v');
-    let core = s.split(['-', '+']).next()?;
-    core.split('.').map(|p| p.parse().ok()).collect()
-}
-
-fn cmp(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
-    let n = a.len().max(b.len());
-    for i in 0..n {
-        let (x, y) = (
-            a.get(i).copied().unwrap_or(0),
-            b.get(i).copied().unwrap_or(0),
-        );
-        if x != y {
-            return x.cmp(&y);
-        }
-    }
-    std::cmp::Ordering::Equal
-}
-
-/// Go-version style constraint check (`>=`, `~>`, `=`, `!=`, `<`, `>`, `<=`, comma = and).
-pub fn constraint_allows(constraint: &str, version: &str) -> bool {
-    let Some(v) = parse_ver(version) else {
-        return false;
-    };
-    constraint.split(',').all(|c| {
-        let c = c.trim();
-        if c.is_empty() {
-            return true;
-        }
-        let (op, rest) = ["~>", ">=", "<=", "!=", "=", ">", "<"]
-            .iter()
-            .find_map(|op| c.strip_prefix(op).map(|r| (*op, r)))
-            .unwrap_or(("=", c));
-        let Some(want) = parse_ver(rest) else {
-            return true;
-        };
-        use std::cmp::Ordering::*;
-        match op {
-            "=" => cmp(&v, &want) == Equal,
-            "!=" => cmp(&v, &want) != Equal,
-            ">" => cmp(&v, &want) == Greater,
-            "<" => cmp(&v, &want) == Less,
-            ">=" => cmp(&v, &want) != Less,
-            "<=" => cmp(&v, &want) != Greater,
-            _ => {
-                // ~> 1.1.3 means >= 1.1.3, < 1.2.0; ~> 1 means >= 1, < 2
-                if cmp(&v, &want) == Less {
-                    return false;
-                }
-                let mut upper = want.clone();
-                if upper.len() > 1 {
-                    upper.pop();
-                }
-                let last = upper.len() - 1;
-                upper[last] += 1;
-                let prefix_len = upper.len();
-                cmp(&v[..prefix_len.min(v.len())], &upper) == Less
-            }
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constraint_allows;
-
-    #[test]
-    fn pessimistic_constraints() {
-        assert!(constraint_allows("~> 1.1.3", "1.1.9"));
-        assert!(!constraint_allows("~> 1.1.3", "1.2.0"));
-        assert!(constraint_allows(" ~> 1.2.2", "1.2.4"));
-        assert!(constraint_allows("~> 1", "1.2.4"));
-        assert!(constraint_allows(">= 1.1.5", "1.2.4"));
-        assert!(constraint_allows("v1.2.4", "1.2.4"));
-        assert!(!constraint_allows("= 1.1.8", "1.2.0"));
-        assert!(constraint_allows(">=1.1.2", "1.2.0"));
     }
 }

@@ -151,7 +151,10 @@ pub fn decode(
     }
     if let Some(v) = d.str("cpu_type") {
         if v.starts_with("host,") {
-            d.err_at("cpu_type", format!("cpu_type \"{v}\": CPU flags are not accepted here (plugin ≥ 1.2.3); use cpu_type = \"host\""));
+            d.err_at(
+                "cpu_type",
+                format!("cpu_type \"{v}\": CPU flags are not accepted here (plugin ≥ 1.2.3); use cpu_type = \"host\""),
+            );
         }
         c.cpu_type = v;
     }
@@ -227,7 +230,10 @@ pub fn decode(
     if let Some(b) = d.block("efi_config") {
         let e = decode_efi(b, d.errs);
         if c.efidisk.is_some() {
-            d.err_at("efidisk", "both efi_config and efidisk cannot be set at the same time, consider defining only efi_config as efidisk is deprecated");
+            d.err_at(
+                "efidisk",
+                "both efi_config and efidisk cannot be set at the same time, consider defining only efi_config as efidisk is deprecated",
+            );
         }
         c.efi_config = Some(e);
     } else if let Some(pool) = c.efidisk.clone() {
@@ -399,7 +405,10 @@ pub fn decode(
     }
     if let Some(p) = d.str("http_network_protocol") {
         if !["tcp", "tcp4", "tcp6", "unix", "unixpacket"].contains(&p.as_str()) {
-            d.err_at("http_network_protocol", format!("http_network_protocol \"{p}\" must be one of tcp, tcp4, tcp6, unix, unixpacket"));
+            d.err_at(
+                "http_network_protocol",
+                format!("http_network_protocol \"{p}\" must be one of tcp, tcp4, tcp6, unix, unixpacket"),
+            );
         }
         c.http_network_protocol = p;
     }
@@ -677,7 +686,13 @@ fn decode_disk(
         s.len() > 1 && s[..s.len() - 1].parse::<u64>().is_ok() && "KMGT".contains(&s[s.len() - 1..])
     };
     if !size_ok {
-        d.err_at("disk_size", format!("disks[{i}].disk_size \"{}\" must be a whole number followed by K, M, G or T (e.g. \"20G\")", disk.disk_size));
+        d.err_at(
+            "disk_size",
+            format!(
+                "disks[{i}].disk_size \"{}\" must be a whole number followed by K, M, G or T (e.g. \"20G\")",
+                disk.disk_size
+            ),
+        );
     }
     const FMT: &[&str] = &["raw", "cow", "qcow", "qed", "qcow2", "vmdk", "cloop"];
     if !FMT.contains(&disk.format.as_str()) {
@@ -826,7 +841,10 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         }
     }
     if !["ide", "sata", "scsi"].contains(&iso.r#type.as_str()) {
-        d.err_at("type", "ISOs must be of type ide, sata or scsi. VirtIO not supported by Proxmox for ISO devices");
+        d.err_at(
+            "type",
+            "ISOs must be of type ide, sata or scsi. VirtIO not supported by Proxmox for ISO devices",
+        );
     }
     if !is_boot {
         if let Some(f) = &iso.iso_file {
@@ -855,7 +873,9 @@ fn check_iso(
     let n = [has_file, has_url, has_cd].iter().filter(|b| **b).count();
     let e = |m: String| Diag::error(m).at(at.0, Some(at.1.clone()));
     if n != 1 {
-        errs.push(e(format!("one of iso_file, iso_url, or a combination of cd_files and cd_content must be specified for {what}")));
+        errs.push(e(format!(
+            "one of iso_file, iso_url, or a combination of cd_files and cd_content must be specified for {what}"
+        )));
     }
     if iso.iso_url.is_some() && !iso.iso_urls.is_empty() {
         errs.push(e(format!(
