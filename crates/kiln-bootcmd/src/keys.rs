@@ -17,7 +17,7 @@
 //! Differences from Packer (all fixes of its bugs): `<pageUp>`/`<pageDown>`
 //! send the valid QEMU names `pgup`/`pgdn` (Packer sends the invalid
 //! `pageup`); `<leftCommand>`/`<leftMeta>` → `meta_l`, `<leftOption>` →
-//! `alt` (Packer sends unmapped names); a newline or tab character in the
+//! `alt` (Packer sends unmapped names); a newline (LF or CRLF) or tab in the
 //! text is typed as `ret`/`tab`; characters a US keyboard cannot type are a
 //! parse error with their offset instead of a failed `sendkey` mid-typing;
 //! a chord never repeats a key (`<leftShiftOn>A` → `shift-a`, not
@@ -361,6 +361,10 @@ pub fn parse_steps(cmd: &str) -> Result<Vec<Step>, ParseError> {
                 }
                 None => (Token::Char('<', Hold::Press), 1),
             }
+        } else if rest.starts_with("\r\n") {
+            // CRLF line ending: one Enter, not two
+            i += 1;
+            continue;
         } else {
             let c = rest.chars().next().unwrap_or('\0');
             (Token::Char(c, Hold::Press), c.len_utf8())
@@ -556,6 +560,7 @@ mod tests {
             "shift-1 shift-2 shift-3 shift-4 shift-5 shift-6 shift-7 asterisk shift-9 shift-0 shift-minus shift-equal minus equal bracket_left bracket_right shift-bracket_left shift-bracket_right semicolon apostrophe shift-semicolon shift-apostrophe comma dot slash shift-comma shift-dot shift-slash backslash shift-backslash grave_accent shift-grave_accent spc 0 9 a z shift-a shift-z"
         );
         assert_eq!(keys("a\nb\t"), vec!["a", "ret", "b", "tab"]);
+        assert_eq!(keys("a\r\nb\r"), vec!["a", "ret", "b", "ret"]);
         let e = parse("ab é").unwrap_err();
         assert_eq!(e.offset, 3);
     }
