@@ -830,7 +830,8 @@ impl Communicator for SshCommunicator {
                 .await
                 .map_err(|e| CommError::Channel(format!("pty request failed: {e}")))?;
         }
-        debug!(%cmd, "exec");
+        // the command line may carry environment_vars values: log its size, never its text
+        debug!(bytes = cmd.len(), "exec");
         ch.exec(true, cmd)
             .await
             .map_err(|e| CommError::Channel(format!("exec failed: {e}")))?;

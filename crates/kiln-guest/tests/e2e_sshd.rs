@@ -87,6 +87,26 @@ async fn password_auth_exec_codes_and_streams() {
 }
 
 #[tokio::test]
+async fn pty_merges_streams() {
+    if skip_unless_e2e() {
+        return;
+    }
+    let s = sshd();
+    let mut c = cfg(&s, pw());
+    c.pty = true;
+    let comm = SshCommunicator::connect(c).await.expect("connect");
+    let col = Collected::new();
+    let st = col.run(&comm, "tty; echo to-stderr >&2; exit 4").await;
+    assert_eq!(st, ExitStatus::Code(4));
+    let out = col.out.lock().expect("lock").clone();
+    assert!(
+        out.first().is_some_and(|l| l.starts_with("/dev/pts/")),
+        "{out:?}"
+    );
+    assert!(out.contains(&"to-stderr".to_string()), "{out:?}");
+}
+
+#[tokio::test]
 async fn signal_exit_and_cancel() {
     if skip_unless_e2e() {
         return;
