@@ -516,3 +516,182 @@ async fn packer_inner() {
     );
     env.sb.shutdown().await;
 }
+
+/// A VM on real QEMU (no network): status from QMP, sendkey validation, agent errors, busy-VM lock
+/// timeout, shutdown timeout / forceStop, refusals while running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_vm_lifecycle_locks_and_errors() {
+    if !e2e() {
+        return;
+    }
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let iso = guest_iso();
+    assert!(
+        iso.exists(),
+        "test-guest ISO missing at {}: run `cargo xtask test-guest`",
+        iso.display()
+    );
+    let env = start_with(|c| c.accel = kiln_sandbox::qemu::Accel::Tcg).await;
+    let isodir = env.dir.path().join("state/storage/local/template/iso");
+    std::os::unix::fs::symlink(iso.canonicalize().unwrap(), isodir.join("guest.iso")).unwrap();
+    let st = env
+        .task(
+            "POST",
+            "/nodes/pve/qemu",
+            &[
+                ("vmid", "100"),
+                ("name", "lifecycle"),
+                ("memory", "512"),
+                ("agent", "1"),
+                ("ide2", "local:iso/guest.iso,media=cdrom"),
+                ("serial0", "socket"),
+            ],
+        )
+        .await;
+    assert_eq!(st, "OK");
+    assert!(env.get("/nodes/pve/qemu/100/config").await["ide2"]
+        .as_str()
+        .unwrap()
+        .starts_with("local:iso/guest.iso,media=cdrom,size="));
+    assert_eq!(
+        env.task("POST", "/nodes/pve/qemu/100/status/start", &[])
+            .await,
+        "OK"
+    );
+    let s = env.get("/nodes/pve/qemu/100/status/current").await;
+    assert_eq!(s["status"], "running", "{s}");
+    assert!(s["pid"].is_number(), "{s}");
+    assert!(s["uptime"].is_number());
+    // shape of the recorded running-VM answer (keys we emulate)
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("schema/samples/recorded__GET_nodes_NODE_qemu_VMID_status_current.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for k in [
+        "status",
+        "vmid",
+        "name",
+        "qmpstatus",
+        "cpus",
+        "maxmem",
+        "maxdisk",
+        "uptime",
+        "pid",
+        "ha",
+        "agent",
+        "running-machine",
+        "running-qemu",
+    ] {
+        assert!(rec["data"].get(k).is_some(), "sample lacks {k}");
+        assert!(s.get(k).is_some(), "status/current lacks {k}: {s}");
+    }
+    assert_eq!(
+        env.task("POST", "/nodes/pve/qemu/100/status/start", &[])
+            .await,
+        "VM 100 already running"
+    );
+    // sendkey: PVE's key-name validation, and a valid key
+    let r = env
+        .call("PUT", "/nodes/pve/qemu/100/sendkey", &[("key", "enter")])
+        .await;
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "invalid parameter: enter")
+    );
+    let r = env
+        .call("PUT", "/nodes/pve/qemu/100/sendkey", &[("key", "down")])
+        .await;
+    assert_eq!(
+        (r.status, &r.body),
+        (200, &json!({"data": null})),
+        "{}",
+        r.raw
+    );
+    // no agent inside GRUB / the installer
+    let r = env
+        .call(
+            "GET",
+            "/nodes/pve/qemu/100/agent/network-get-interfaces",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "QEMU guest agent is not running")
+    );
+    // refusals while running
+    let r = env.call("POST", "/nodes/pve/qemu/100/template", &[]).await;
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "you can't convert a VM to template if VM is running")
+    );
+    let r = env.call("DELETE", "/nodes/pve/qemu/100", &[]).await;
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "VM 100 is running - destroy failed")
+    );
+    // a shutdown that GRUB ignores holds the config lock: a concurrent config change times out
+    let r = env
+        .call(
+            "POST",
+            "/nodes/pve/qemu/100/status/shutdown",
+            &[("timeout", "4")],
+        )
+        .await;
+    let upid = r.body["data"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = env
+        .call("PUT", "/nodes/pve/qemu/100/config", &[("name", "busy")])
+        .await;
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (
+            500,
+            "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+        )
+    );
+    assert_eq!(
+        env.wait_task(&upid).await,
+        "VM quit/powerdown failed - got timeout"
+    );
+    assert_eq!(
+        env.get("/nodes/pve/qemu/100/status/current").await["status"],
+        "running"
+    );
+    // forceStop after the timeout
+    assert_eq!(
+        env.task(
+            "POST",
+            "/nodes/pve/qemu/100/status/shutdown",
+            &[("timeout", "2"), ("forceStop", "1")]
+        )
+        .await,
+        "OK"
+    );
+    assert_eq!(
+        env.get("/nodes/pve/qemu/100/status/current").await["status"],
+        "stopped"
+    );
+    // stop of a stopped VM is fine (Packer's cleanup relies on it)
+    assert_eq!(
+        env.task("POST", "/nodes/pve/qemu/100/status/stop", &[])
+            .await,
+        "OK"
+    );
+    assert_eq!(env.task("DELETE", "/nodes/pve/qemu/100", &[]).await, "OK");
+    let ev = env.events();
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "key" && e["key"] == "down" && e["ok"] == true));
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "key" && e["key"] == "enter" && e["ok"] == false));
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "vm" && e["action"] == "started"));
+    env.sb.shutdown().await;
+}
