@@ -104,6 +104,7 @@ pub fn ensure(root: &Path, force: bool, install: bool) -> Result<PathBuf> {
     }
     let secs = started.elapsed().as_secs_f64();
     point_link(&link, &iso)?;
+    remove_stale(&base, &hash);
     println!(
         "test guest: built {} in {secs:.1} s, size {} (stages in {})",
         iso.display(),
@@ -111,6 +112,20 @@ pub fn ensure(root: &Path, force: bool, install: bool) -> Result<PathBuf> {
         out.join("timings.txt").display()
     );
     Ok(link)
+}
+
+/// Remove the outputs of other recipe hashes (each holds a ~170 MiB ISO).
+fn remove_stale(base: &Path, current: &str) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_hash = name.len() == 16 && name.chars().all(|c| c.is_ascii_hexdigit());
+        if is_hash && name != current && e.path().is_dir() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn size_mib(p: &Path) -> String {

@@ -120,7 +120,9 @@ def seed(ud_path, md_path, target):
     if late:
         with open(os.path.join(inst, 'late-commands.sh'), 'w') as f:
             for c in late:
-                f.write((c if isinstance(c, str) else ' '.join(str(x) for x in c)) + '\n')
+                if isinstance(c, list):
+                    c = ' '.join(str(x) for x in c)
+                f.write(str(c) + '\n')
     print('autoinstall: user-data keys [%s], meta-data %s, %d late-commands, ssh server %s'
           % (', '.join(sorted(ud)), sorted(md), len(late), 'on' if install_server else 'off'))
     return 0

@@ -137,17 +137,40 @@ copy_with_libs /sbin/sfdisk /sbin/wipefs /sbin/blkid /sbin/mke2fs /usr/bin/zstd 
 for tool in sfdisk wipefs blkid mke2fs; do rm -f "$I/bin/$tool"; ln -sf "/sbin/$tool" "$I/usr/sbin/$tool"; done
 rm -f "$I/bin/zstd"; ln -sf python3.11 "$I/usr/bin/python3"
 ln -sf /sbin/mke2fs "$I/sbin/mkfs.ext4"; cp "$R/etc/mke2fs.conf" "$I/etc/"
-PY=usr/lib/python3.11
-( cd "$R" && find "$PY" -type f \
-    ! -path "$PY/test/*" ! -path "$PY/idlelib/*" ! -path "$PY/tkinter/*" ! -path "$PY/turtledemo/*" \
-    ! -path "$PY/ensurepip/*" ! -path "$PY/lib2to3/*" ! -path "$PY/distutils/*" ! -path "$PY/pydoc_data/*" \
-    ! -path "$PY/unittest/*" ! -path "$PY/config-*" ! -path "$PY/asyncio/*" ! -path "$PY/sqlite3/*" \
-    ! -path "$PY/multiprocessing/*" ! -path "$PY/xmlrpc/*" ! -path "$PY/venv/*" ! -path "$PY/site-packages/*" \
-    ! -path "$PY/dist-packages/*" -print0 | cpio -0 -pdm --quiet "$I" )
-copy_with_libs $(cd "$R" && ls -d $PY/lib-dynload/*.so | sed 's|^|/|')
-( cd "$R" && find usr/lib/python3/dist-packages/yaml usr/lib/python3/dist-packages/_yaml* -print0 2>/dev/null \
-    | cpio -0 -pdm --quiet "$I" )
-copy_with_libs $(cd "$R" && ls usr/lib/python3/dist-packages/yaml/_yaml*.so 2>/dev/null | sed 's|^|/|' || true)
+# python3 + PyYAML for autoinstall.py: only the modules it really imports (traced in the rootfs
+# on good and bad configs), with their .pyc and the libraries of the extension modules used
+cp "$RECIPE/autoinstall.py" "$R/tmp/autoinstall.py"
+cat > "$R/tmp/trace.py" <<'X'
+import os, runpy, sys
+os.makedirs('/tmp/t/etc', exist_ok=True); os.makedirs('/tmp/t/etc/ssh', exist_ok=True)
+open('/tmp/good', 'w').write('#cloud-config\nautoinstall:\n  version: 1\n  identity: {hostname: h, username: u, password: x}\n'
+    '  ssh: {install-server: true, allow-pw: true, authorized-keys: [k]}\n  late-commands: [echo hi, [echo, hi]]\n  user-data: {users: [{name: p}]}\n')
+open('/tmp/md', 'w').write('instance-id: i\n')
+open('/tmp/bad1', 'w').write('#cloud-config\nautoinstall: [\n')
+open('/tmp/bad2', 'wb').write(b'#cloud-config\n\xff\n')
+open('/tmp/bad3', 'w').write('#!/bin/sh\n')
+open('/tmp/bad4', 'w').write('#cloud-config\na: 1\n')
+for args in (['check', '/tmp/good'], ['check', '/tmp/bad1'], ['check', '/tmp/bad2'], ['check', '/tmp/bad3'],
+             ['check', '/tmp/bad4'], ['seed', '/tmp/good', '/tmp/md', '/tmp/t']):
+    sys.argv = ['autoinstall.py'] + args
+    try:
+        runpy.run_path('/tmp/autoinstall.py', run_name='__main__')
+    except SystemExit:
+        pass
+with open('/tmp/modules.txt', 'w') as f:
+    for m in list(sys.modules.values()):
+        p = getattr(m, '__file__', None)
+        if p:
+            f.write(os.path.realpath(p) + '\n')
+            c = getattr(m, '__cached__', None)
+            if c and os.path.exists(c):
+                f.write(os.path.realpath(c) + '\n')
+X
+chroot "$R" python3 /tmp/trace.py > /dev/null
+PYFILES=$(grep -v '^/tmp/' "$R/tmp/modules.txt" | sort -u)
+for f in $PYFILES; do mkdir -p "$I$(dirname "$f")"; cp "$R$f" "$I$f"; done
+copy_with_libs $(echo "$PYFILES" | grep '\.so$' || true)
+rm -rf "$R/tmp/"*
 # kernel modules + their dependencies
 MODS="virtio_pci virtio_blk virtio_scsi virtio_net virtio_console sd_mod sr_mod cdrom ata_piix ata_generic
       ahci nvme isofs vfat nls_cp437 nls_iso8859_1 crc32c_generic crc32c-intel ext4 af_packet e1000 e1000e
@@ -164,8 +187,11 @@ install -m 755 "$RECIPE/init" "$I/init"
 install -m 755 "$RECIPE/udhcpc.script" "$I/etc/udhcpc.script"
 install -m 755 "$RECIPE/autoinstall.py" "$I/usr/lib/testguest/autoinstall.py"
 install -m 755 "$RECIPE/curtin" "$I/usr/lib/testguest/bin/curtin"
-chroot "$I" /usr/bin/python3 -c 'import yaml, uuid; yaml.safe_load("a: 1")' \
+printf '#cloud-config\nautoinstall:\n  version: 1\n' > "$I/tmp/ok"; printf '#cloud-config\nx: [\n' > "$I/tmp/bad"
+chroot "$I" /usr/bin/python3 /usr/lib/testguest/autoinstall.py check /tmp/ok > /dev/null \
+    && ! chroot "$I" /usr/bin/python3 /usr/lib/testguest/autoinstall.py check /tmp/bad > /dev/null \
     || { echo "python3 + PyYAML do not work in the installer initramfs"; exit 1; }
+rm -f "$I/tmp/ok" "$I/tmp/bad"
 echo "initramfs_MiB $(du -sm "$I" | cut -f1) ($(wc -l < "$W/initramfs-modules.txt") modules)" | tee -a "$OUT/timings.txt"
 (cd "$I" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0 | zstd -q -19 -T0) > "$ISO/casper/initrd"
 stage initramfs "$t"

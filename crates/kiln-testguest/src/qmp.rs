@@ -112,6 +112,38 @@ impl Qmp {
         Ok(n)
     }
 
+    /// Like [`Qmp::type_boot_command`], but after each key waits (up to `echo_timeout`) until the
+    /// guest wrote something more to its serial log: GRUB echoes every key on the serial
+    /// terminal, so this paces typing to a guest slowed down by a busy host (under TCG a starved
+    /// guest drops keys that arrive faster than it polls the keyboard). Returns the keys sent.
+    pub fn type_boot_command_paced(
+        &mut self,
+        cmd: &str,
+        interval: Duration,
+        serial: &crate::serial::SerialLog,
+        echo_timeout: Duration,
+    ) -> Result<usize> {
+        let steps = keys::parse(cmd)?;
+        let len = || std::fs::metadata(serial.path()).map(|m| m.len()).unwrap_or(0);
+        let mut n = 0;
+        for s in steps {
+            match s {
+                Step::Wait(d) => std::thread::sleep(d),
+                Step::Keys(k) => {
+                    let before = len();
+                    self.send_key(&k)?;
+                    n += 1;
+                    std::thread::sleep(interval);
+                    let end = Instant::now() + echo_timeout;
+                    while len() == before && Instant::now() < end {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// `query-status` → the run state ("running", "paused", "shutdown", ...).
     pub fn query_status(&mut self) -> Result<String> {
         let r = self.execute("query-status", None)?;

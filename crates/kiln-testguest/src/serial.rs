@@ -80,8 +80,8 @@ impl SerialLog {
     pub fn line_with(&self, needle: &str) -> Option<String> {
         self.text()
             .lines()
-            .filter(|l| l.contains(needle))
-            .last()
+            .rev()
+            .find(|l| l.contains(needle))
             .map(|l| l.trim().to_string())
     }
 }

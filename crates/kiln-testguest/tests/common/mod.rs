@@ -195,7 +195,7 @@ pub fn boot_and_type(
     );
     ph.mark("QEMU start -> GRUB menu on serial");
     let n = must(
-        qmp.type_boot_command(boot_command, KEY_INTERVAL),
+        qmp.type_boot_command_paced(boot_command, KEY_INTERVAL, &serial, Duration::from_secs(2)),
         "type boot command",
     );
     ph.mark(&format!("typed boot command ({n} keys)"));
@@ -283,7 +283,7 @@ pub struct FullFlow {
 /// QGA -> SSH -> cloud-init done -> checks -> power off.
 pub fn full_flow(f: &FullFlow) {
     let iso = must(kiln_testguest::iso_path(), "test-guest ISO");
-    let tmp = must(tempfile::tempdir(), "tempdir");
+    let tmp = workdir();
     let dir = tmp.path();
     let mut ph = Phases::new(f.name);
     let (key, pubkey) = ssh_keypair(dir);
@@ -515,6 +515,16 @@ pub fn full_flow(f: &FullFlow) {
         );
     }
     ph.print();
+}
+
+/// A temp work dir; kept (and printed) when `KILN_TESTGUEST_KEEP=1`, for debugging.
+pub fn workdir() -> tempfile::TempDir {
+    let mut t = must(tempfile::tempdir(), "tempdir");
+    if std::env::var("KILN_TESTGUEST_KEEP").is_ok_and(|v| v == "1") {
+        t.disable_cleanup(true);
+        println!("work dir kept: {}", t.path().display());
+    }
+    t
 }
 
 pub fn tail(s: &str, n: usize) -> String {
