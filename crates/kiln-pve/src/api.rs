@@ -186,6 +186,32 @@ impl Client {
         self.get("/nodes", &[]).await
     }
 
+    /// Check that `node` is a node of this cluster (and online), so a
+    /// misspelt `node` fails early and clearly instead of as a 595/596 from
+    /// PVE's node-to-node proxy.
+    pub async fn check_node(&self, node: &str) -> Result<()> {
+        let nodes = self.nodes().await?;
+        match nodes.iter().find(|n| n.node == node) {
+            Some(n) if n.status.is_empty() || n.status == "online" => Ok(()),
+            Some(n) => Err(Error::InvalidOption(format!(
+                "Proxmox node {node:?} is {} (the cluster reports it not online)",
+                n.status
+            ))),
+            None => {
+                let mut names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+                names.sort_unstable();
+                let close = names.iter().find(|n| n.eq_ignore_ascii_case(node));
+                Err(Error::InvalidOption(format!(
+                    "Proxmox node {node:?} is not part of this cluster; nodes: {}{}",
+                    names.join(", "),
+                    close
+                        .map(|c| format!(" (node names are case-sensitive: did you mean {c:?}?)"))
+                        .unwrap_or_default()
+                )))
+            }
+        }
+    }
+
     /// `GET /nodes/{node}/network[?type=…]` (`bridge`, `any_bridge`, …).
     pub async fn node_network(&self, node: &str, kind: Option<&str>) -> Result<Vec<NetworkIface>> {
         let q: Vec<(String, String)> = kind.map(|k| p("type", k)).into_iter().collect();

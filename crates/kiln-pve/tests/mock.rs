@@ -706,3 +706,25 @@ async fn reason_phrase_is_the_message() {
         "Configuration file 'nodes/pve/qemu-server/999.conf' does not exist"
     );
 }
+
+#[tokio::test]
+async fn check_node_lists_the_cluster() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes"))
+        .respond_with(ok(serde_json::json!([
+            {"node":"pve1","status":"online","id":"node/pve1","type":"node"},
+            {"node":"pve2","status":"offline"}
+        ])))
+        .mount(&server)
+        .await;
+    let c = Client::connect(opts(&server, token_auth())).await.unwrap();
+    c.check_node("pve1").await.unwrap();
+    let e = c.check_node("PVE1").await.unwrap_err().to_string();
+    assert!(
+        e.contains("pve1, pve2") && e.contains("did you mean \"pve1\""),
+        "{e}"
+    );
+    let e = c.check_node("pve2").await.unwrap_err().to_string();
+    assert!(e.contains("offline"), "{e}");
+}
