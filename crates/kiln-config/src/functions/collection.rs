@@ -31,6 +31,12 @@ pub(super) const FUNCS: &[(&str, Func)] = &[
     ("zipmap", zipmap),
     ("setunion", setunion),
     ("setintersection", setintersection),
+    ("setsubtract", setsubtract),
+    ("setproduct", setproduct),
+    ("chunklist", chunklist),
+    ("sum", sum),
+    ("one", one),
+    ("transpose", transpose),
     ("alltrue", alltrue),
     ("anytrue", anytrue),
     ("tolist", tolist),
@@ -362,6 +368,100 @@ fn setintersection(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     ))
 }
 
+fn setsubtract(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 2, Some(2))?;
+    let a = dedup(arg_list(name, 0, &args[0])?);
+    let b = arg_list(name, 1, &args[1])?;
+    Ok(Value::Array(
+        a.into_iter()
+            .filter(|e| !b.iter().any(|x| val_eq(x, e)))
+            .collect(),
+    ))
+}
+
+/// `setproduct(sets...)`: every combination, as lists.
+fn setproduct(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, None)?;
+    let mut acc: Vec<Vec<Value>> = vec![Vec::new()];
+    for (i, a) in args.iter().enumerate() {
+        let items = arg_list(name, i, a)?;
+        let mut next = Vec::with_capacity(acc.len() * items.len());
+        for prefix in &acc {
+            for it in &items {
+                let mut row = prefix.clone();
+                row.push(it.clone());
+                next.push(row);
+            }
+        }
+        acc = next;
+    }
+    Ok(Value::Array(acc.into_iter().map(Value::Array).collect()))
+}
+
+/// `chunklist(list, size)`: consecutive chunks; size 0 = one chunk.
+fn chunklist(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 2, Some(2))?;
+    let list = arg_list(name, 0, &args[0])?;
+    let size = arg_int(name, 1, &args[1])?;
+    if size < 0 {
+        return Err(failed(name, "the size argument must be positive"));
+    }
+    if size == 0 {
+        return Ok(Value::Array(vec![Value::Array(list)]));
+    }
+    Ok(Value::Array(
+        list.chunks(size as usize)
+            .map(|c| Value::Array(c.to_vec()))
+            .collect(),
+    ))
+}
+
+fn sum(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let list = arg_list(name, 0, &args[0])?;
+    if list.is_empty() {
+        return Err(failed(name, "cannot sum an empty list"));
+    }
+    let mut total = hcl::Number::from(0);
+    for e in &list {
+        total = total + arg_num(name, 0, e)?;
+    }
+    Ok(Value::Number(total))
+}
+
+/// `one(list)`: null for an empty list, the element for a one-element list, an error otherwise.
+fn one(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let list = arg_list(name, 0, &args[0])?;
+    match list.len() {
+        0 => Ok(Value::Null),
+        1 => Ok(list.into_iter().next().unwrap_or(Value::Null)),
+        n => Err(failed(
+            name,
+            format!(
+                "must be a list, set, or tuple value with either zero or one elements, got {n}"
+            ),
+        )),
+    }
+}
+
+/// `transpose(map of lists)`: swap keys and values.
+fn transpose(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let mut out: Map<String, Value> = Map::new();
+    for (k, v) in sorted_map(name, &args[0])? {
+        for e in arg_list(name, 0, &v)? {
+            let key = arg_str(name, 0, &e)?;
+            match out.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
+                Value::Array(a) => a.push(Value::String(k.clone())),
+                _ => unreachable!("inserted as array"),
+            }
+        }
+    }
+    out.sort_keys();
+    Ok(Value::Object(out))
+}
+
 fn bools(name: &str, v: &Value) -> Result<Vec<bool>, super::FuncError> {
     arg_list(name, 0, v)?
         .iter()
@@ -579,6 +679,42 @@ mod tests {
             &["[\"a\", \"b\"]", "[\"b\", \"c\"]"],
             "[\"b\"]",
         );
+    }
+
+    #[test]
+    fn set_ops_and_chunks() {
+        ok(
+            "setsubtract",
+            &["[\"a\", \"b\", \"c\"]", "[\"a\", \"c\"]"],
+            "[\"b\"]",
+        );
+        err("setsubtract", &["[]"]);
+        ok(
+            "setproduct",
+            &["[\"a\", \"b\"]", "[1, 2]"],
+            "[[\"a\", 1], [\"a\", 2], [\"b\", 1], [\"b\", 2]]",
+        );
+        ok("setproduct", &["[\"a\"]", "[]"], "[]");
+        err("setproduct", &["1"]);
+        ok(
+            "chunklist",
+            &["[\"a\", \"b\", \"c\"]", "2"],
+            "[[\"a\", \"b\"], [\"c\"]]",
+        );
+        ok("chunklist", &["[1]", "0"], "[[1]]");
+        err("chunklist", &["[1]", "-1"]);
+        ok("sum", &["[1, 2.5, \"3\"]"], "6.5");
+        err("sum", &["[]"]);
+        err("sum", &["[\"x\"]"]);
+        ok("one", &["[]"], "null");
+        ok("one", &["[\"a\"]"], "\"a\"");
+        err("one", &["[1, 2]"]);
+        ok(
+            "transpose",
+            &["{a = [\"1\", \"2\"], b = [\"2\", \"3\"]}"],
+            "{\"1\" = [\"a\"], \"2\" = [\"a\", \"b\"], \"3\" = [\"b\"]}",
+        );
+        err("transpose", &["{a = \"x\"}"]);
     }
 
     #[test]

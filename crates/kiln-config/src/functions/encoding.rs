@@ -16,6 +16,7 @@ pub(super) const FUNCS: &[(&str, Func)] = &[
     ("textencodebase64", textencodebase64),
     ("textdecodebase64", textdecodebase64),
     ("urlencode", urlencode),
+    ("csvdecode", csvdecode),
 ];
 
 /// HCL value → JSON value, object keys sorted as cty does.
@@ -233,6 +234,79 @@ fn urlencode(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     Ok(Value::String(out))
 }
 
+/// Split CSV text (RFC 4180: quoted fields, `""` escapes, newlines inside quotes) into records.
+fn parse_csv(name: &str, text: &str) -> Result<Vec<Vec<String>>, super::FuncError> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        any = true;
+        if in_quotes {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    field.push('"');
+                    chars.next();
+                }
+                '"' => in_quotes = false,
+                other => field.push(other),
+            }
+            continue;
+        }
+        match c {
+            '"' if field.is_empty() => in_quotes = true,
+            ',' => row.push(std::mem::take(&mut field)),
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+                any = false;
+            }
+            other => field.push(other),
+        }
+    }
+    if in_quotes {
+        return Err(failed(name, "unterminated quoted field"));
+    }
+    if any {
+        row.push(field);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `csvdecode(str)`: a list of objects keyed by the header row.
+fn csvdecode(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 1, Some(1))?;
+    let rows = parse_csv(name, &arg_str(name, 0, &args[0])?)?;
+    let mut it = rows.into_iter();
+    let Some(header) = it.next() else {
+        return Err(failed(name, "missing header line"));
+    };
+    let mut out = Vec::new();
+    for (i, r) in it.enumerate() {
+        if r.len() != header.len() {
+            return Err(failed(
+                name,
+                format!(
+                    "line {}: wrong number of fields ({} instead of {})",
+                    i + 2,
+                    r.len(),
+                    header.len()
+                ),
+            ));
+        }
+        let mut obj = Map::new();
+        for (k, v) in header.iter().zip(r) {
+            obj.insert(k.clone(), Value::String(v));
+        }
+        out.push(Value::Object(obj));
+    }
+    Ok(Value::Array(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -298,6 +372,19 @@ mod tests {
         );
         ok("textencodebase64", &["\"é\"", "\"ISO-8859-1\""], "\"6Q==\"");
         err("textencodebase64", &["\"x\"", "\"EBCDIC\""]);
+    }
+
+    #[test]
+    fn csv() {
+        ok(
+            "csvdecode",
+            &["\"a,b,c\\n1,2,3\\n4,\\\"x,\\\"\\\"y\\\",6\\n\""],
+            "[{a = \"1\", b = \"2\", c = \"3\"}, {a = \"4\", b = \"x,\\\"y\", c = \"6\"}]",
+        );
+        ok("csvdecode", &["\"a,b\""], "[]");
+        err("csvdecode", &["\"a,b\\n1\""]);
+        err("csvdecode", &["\"\""]);
+        err("csvdecode", &["\"a\\n\\\"x\""]);
     }
 
     #[test]

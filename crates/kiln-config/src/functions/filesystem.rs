@@ -20,7 +20,87 @@ pub(super) const FUNCS: &[(&str, Func)] = &[
     ("basename", basename),
     ("dirname", dirname),
     ("pathexpand", pathexpand),
+    ("fileset", fileset),
 ];
+
+/// A glob (`*`, `**`, `?`, `[...]`, `{a,b}`) as an anchored regex over `/`-separated relative paths.
+fn glob_regex(name: &str, pat: &str) -> Result<regex::Regex, super::FuncError> {
+    let mut re = String::from("^");
+    let chars: Vec<char> = pat.chars().collect();
+    let mut i = 0;
+    let mut in_brace = false;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                if chars.get(i + 2) == Some(&'/') {
+                    re.push_str("(?:.*/)?");
+                    i += 3;
+                } else {
+                    re.push_str(".*");
+                    i += 2;
+                }
+                continue;
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '[' => {
+                let end = chars[i..].iter().position(|c| *c == ']').map(|p| p + i);
+                let Some(end) = end else {
+                    return Err(failed(name, format!("unterminated [ in pattern \"{pat}\"")));
+                };
+                let mut class: String = chars[i + 1..end].iter().collect();
+                if let Some(rest) = class.strip_prefix('!') {
+                    class = format!("^{rest}");
+                }
+                re.push('[');
+                re.push_str(&class);
+                re.push(']');
+                i = end + 1;
+                continue;
+            }
+            '{' => {
+                in_brace = true;
+                re.push_str("(?:");
+            }
+            '}' if in_brace => {
+                in_brace = false;
+                re.push(')');
+            }
+            ',' if in_brace => re.push('|'),
+            other => re.push_str(&regex::escape(&other.to_string())),
+        }
+        i += 1;
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| failed(name, format!("invalid pattern \"{pat}\": {e}")))
+}
+
+/// `fileset(path, pattern)`: the sorted set of regular files under `path` matching the glob, relative to `path`.
+fn fileset(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
+    arity(name, &args, 2, Some(2))?;
+    let base = arg_str(name, 0, &args[0])?;
+    let re = glob_regex(name, &arg_str(name, 1, &args[1])?)?;
+    let root = resolve(ctx, &base);
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(&root).follow_links(true).min_depth(1) {
+        let entry = entry.map_err(|e| failed(name, format!("cannot walk \"{base}\": {e}")))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(&root)
+            .unwrap_or(entry.path())
+            .to_string_lossy()
+            .replace('\\', "/");
+        if re.is_match(&rel) {
+            out.push(rel);
+        }
+    }
+    out.sort();
+    Ok(Value::Array(out.into_iter().map(Value::String).collect()))
+}
 
 /// `~` / `~/x` → the home directory.
 fn expand_home(p: &str) -> String {
@@ -249,6 +329,28 @@ mod tests {
         );
         assert!(call("fileexists", vec![s("sub")], &cx).is_err());
         assert!(call("fileexists", vec![v("[]")], &cx).is_err());
+    }
+
+    #[test]
+    fn fileset_cases() {
+        let (d, cx) = dir_ctx();
+        std::fs::write(d.path().join("sub/a.yml"), "").expect("write");
+        std::fs::create_dir(d.path().join("sub/deep")).expect("mkdir");
+        std::fs::write(d.path().join("sub/deep/b.yaml"), "").expect("write");
+        let f = |p: &str| call("fileset", vec![s("."), s(p)], &cx).map_err(|e| e.to_string());
+        assert_eq!(f("*"), Ok(v("[\"bin\", \"meta-data\"]")));
+        assert_eq!(
+            f("**/*.{yml,yaml}"),
+            Ok(v("[\"sub/a.yml\", \"sub/deep/b.yaml\"]"))
+        );
+        assert_eq!(f("sub/*.y?l"), Ok(v("[\"sub/a.yml\"]")));
+        assert_eq!(f("m[a-e]ta-*"), Ok(v("[\"meta-data\"]")));
+        assert_eq!(
+            call("fileset", vec![s("sub"), s("*")], &cx).ok(),
+            Some(v("[\"a.yml\"]"))
+        );
+        assert!(call("fileset", vec![s("."), s("[abc")], &cx).is_err());
+        assert!(call("fileset", vec![s("missing-dir"), s("*")], &cx).is_err());
     }
 
     #[test]

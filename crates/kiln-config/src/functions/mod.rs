@@ -28,6 +28,7 @@ mod datetime;
 mod encoding;
 mod environment;
 mod filesystem;
+mod network;
 mod numeric;
 mod string;
 
@@ -75,6 +76,7 @@ const TABLES: &[&[(&str, Func)]] = &[
     string::FUNCS,
     collection::FUNCS,
     numeric::FUNCS,
+    network::FUNCS,
     encoding::FUNCS,
     crypto::FUNCS,
     filesystem::FUNCS,
@@ -442,6 +444,7 @@ mod tests {
             include_str!("filesystem.rs"),
             include_str!("datetime.rs"),
             include_str!("environment.rs"),
+            include_str!("network.rs"),
         ];
         let tests: String = sources
             .iter()

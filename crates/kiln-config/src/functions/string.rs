@@ -28,6 +28,7 @@ pub(super) const FUNCS: &[(&str, Func)] = &[
     ("formatlist", formatlist),
     ("regex", regex_fn),
     ("regexall", regexall),
+    ("regex_replace", regex_replace),
     ("startswith", startswith),
     ("endswith", endswith),
     ("strcontains", strcontains),
@@ -638,6 +639,15 @@ fn regexall(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     Ok(Value::Array(out))
 }
 
+/// Packer's `regex_replace(str, pattern, replacement)`: every match replaced (`$1`, `${name}` expand).
+fn regex_replace(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
+    arity(name, &args, 3, Some(3))?;
+    let s = arg_str(name, 0, &args[0])?;
+    let re = compile(name, &arg_str(name, 1, &args[1])?)?;
+    let rep = arg_str(name, 2, &args[2])?;
+    Ok(Value::String(re.replace_all(&s, rep.as_str()).into_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -839,6 +849,18 @@ mod tests {
         err("regex", &["\"[a-z]+\"", "\"1234\""]);
         err("regex", &["\"(\"", "\"x\""]);
         err("regex", &["\"(?P<a>x)(y)\"", "\"xy\""]);
+    }
+
+    #[test]
+    fn regex_replace_cases() {
+        ok(
+            "regex_replace",
+            &["\"hello world\"", "\"o(.)\"", "\"0$1\""],
+            "\"hell0 w0rld\"",
+        );
+        ok("regex_replace", &["\"abc\"", "\"x\"", "\"y\""], "\"abc\"");
+        err("regex_replace", &["\"abc\"", "\"(\"", "\"y\""]);
+        err("regex_replace", &["\"abc\""]);
     }
 
     #[test]
