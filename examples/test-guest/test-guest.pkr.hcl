@@ -143,7 +143,7 @@ source "proxmox-iso" "test-guest" {
   # SeaBIOS with the boot menu eats keys for ~3 s: wait, then edit the GRUB entry like the
   # Ubuntu 22.04/24.04 templates of the corpus do.
   boot_wait         = "8s"
-  boot_key_interval = "100ms"
+  boot_key_interval = "200ms"
   boot_command      = ["e<down><down><down><end>${var.boot_command_suffix}<wait2><f10>"]
 
   ssh_username         = "packer"

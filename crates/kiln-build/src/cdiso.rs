@@ -1,7 +1,7 @@
 //! `cd_files` / `cd_content` / `cd_label` → an ISO 9660 image (Joliet + Rock Ridge, so
-//! `user-data` keeps its name). Files are staged in a temp directory and packed with `xorriso`
-//! (what Packer shells out to as well).
-//! TODO: write the image in Rust with `hadris-iso` to drop the runtime dependency.
+//! `user-data` keeps its name), written in Rust with `hadris-iso` — no xorriso/mkisofs needed.
+//! Files are staged in a temp directory first (globs, directories, `cd_content` overriding files
+//! of the same path), then packed. The image is built in memory: fine for seed/driver CDs.
 
 use indexmap_like::OrderedMap;
 use std::path::Path;
@@ -69,31 +69,69 @@ pub fn write_iso(
         std::fs::write(&dst, v).map_err(|e| format!("cd_content {k}: {e}"))?;
     }
     let label = label.filter(|l| !l.is_empty()).unwrap_or("cidata");
-    let tool = ["xorriso", "genisoimage", "mkisofs"]
-        .into_iter()
-        .find(|t| which(t))
-        .ok_or("cd_files/cd_content need xorriso (apt-get install xorriso), genisoimage or mkisofs on the build host")?;
-    let mut cmd = std::process::Command::new(tool);
-    if tool == "xorriso" {
-        cmd.args(["-as", "mkisofs"]);
-    }
-    cmd.args(["-quiet", "-J", "-joliet-long", "-r", "-V", label, "-o"])
-        .arg(out)
-        .arg(stage.path());
-    let o = cmd.output().map_err(|e| format!("{tool}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{tool} failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    Ok(())
+    let tree = tree_of(stage.path()).map_err(|e| format!("reading the staged files: {e}"))?;
+    let bytes = iso_bytes(tree, label)?;
+    std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))
 }
 
-fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+fn tree_of(dir: &Path) -> std::io::Result<Vec<hadris_iso::write::File>> {
+    use hadris_iso::write::File;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    let mut out = Vec::new();
+    for e in entries {
+        let name = std::sync::Arc::new(e.file_name().to_string_lossy().to_string());
+        let p = e.path();
+        if p.is_dir() {
+            out.push(File::Directory {
+                name,
+                children: tree_of(&p)?,
+            });
+        } else {
+            out.push(File::File {
+                name,
+                contents: std::fs::read(&p)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn iso_bytes(files: Vec<hadris_iso::write::File>, label: &str) -> Result<Vec<u8>, String> {
+    use hadris_iso::joliet::JolietLevel;
+    use hadris_iso::read::PathSeparator;
+    use hadris_iso::rrip::RripOptions;
+    use hadris_iso::write::options::{BaseIsoLevel, CreationFeatures, IsoFormatOptions};
+    use hadris_iso::write::{InputFiles, IsoImageWriter};
+    let files = InputFiles {
+        path_separator: PathSeparator::ForwardSlash,
+        files,
+    };
+    let options = IsoFormatOptions {
+        volume_name: label.to_string(),
+        system_id: None,
+        volume_set_id: None,
+        publisher_id: None,
+        preparer_id: None,
+        application_id: Some("kiln".into()),
+        sector_size: 2048,
+        features: CreationFeatures {
+            filenames: BaseIsoLevel::Level3 {
+                supports_lowercase: true,
+                supports_rrip: true,
+            },
+            long_filenames: true,
+            joliet: Some(JolietLevel::Level3),
+            rock_ridge: Some(RripOptions::default()),
+            el_torito: None,
+            hybrid_boot: None,
+        },
+        path_separator: PathSeparator::ForwardSlash,
+        strict_charset: false,
+    };
+    let cursor = std::io::Cursor::new(Vec::new());
+    let out = IsoImageWriter::create(cursor, files, options).map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
 }
 
 fn glob_match(pat: &str, name: &str) -> bool {
@@ -152,6 +190,29 @@ mod tests {
         assert!(glob_match("*.yml", "a.yml"));
         assert!(!glob_match("*.yml", "a.yaml"));
         assert!(glob_match("user-data", "user-data"));
+    }
+
+    #[test]
+    fn writes_a_readable_image() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.path().join("seed/sub")).ok();
+        std::fs::write(dir.path().join("seed/user-data"), "#cloud-config\n").ok();
+        std::fs::write(dir.path().join("seed/sub/x.txt"), "x").ok();
+        let mut c = indexmap::IndexMap::new();
+        c.insert("meta-data".to_string(), "instance-id: a\n".to_string());
+        let out = dir.path().join("o.iso");
+        write_iso(&out, &["seed".into()], &c, Some("cidata"), dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bytes = std::fs::read(&out).unwrap_or_default();
+        assert!(bytes.len() >= 17 * 2048);
+        // primary volume descriptor at sector 16: "CD001" and the label
+        assert_eq!(&bytes[16 * 2048 + 1..16 * 2048 + 6], b"CD001");
+        let pvd = String::from_utf8_lossy(&bytes[16 * 2048..17 * 2048]).to_string();
+        assert!(pvd.to_lowercase().contains("cidata"), "label missing");
+        let all = String::from_utf8_lossy(&bytes).to_string();
+        assert!(all.contains("#cloud-config") && all.contains("instance-id: a"));
+        // Rock Ridge keeps the lower-case, hyphenated name
+        assert!(all.contains("user-data"));
     }
 
     #[test]

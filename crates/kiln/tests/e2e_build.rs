@@ -394,7 +394,6 @@ fn prerequisites() {
         ("ssh", "openssh-client"),
         ("curl", "curl"),
         ("ss", "iproute2"),
-        ("xorriso", "xorriso"),
         ("dnsmasq", "dnsmasq-base"),
     ] {
         let (ok, _) = sh(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
