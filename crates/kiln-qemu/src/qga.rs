@@ -136,7 +136,8 @@ impl QgaClient {
                 match tokio::time::timeout(Duration::from_secs(1), read_reply(&mut conn.reader))
                     .await
                 {
-                    Err(_) => Ok(Value::Null),
+                    // no answer, or the channel went away with the guest: sent
+                    Err(_) | Ok(Err(AgentError::NotRunning { .. })) => Ok(Value::Null),
                     Ok(r) => r,
                 }
             };
@@ -272,4 +273,113 @@ async fn read_reply(
         });
     }
     Err(AgentError::Protocol(format!("unexpected reply {v}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    /// A fake guest agent: leaves stale output in the channel before the sync reply, answers the
+    /// sync with the 0xFF sentinel, then serves commands.
+    async fn fake_agent(listener: UnixListener, connections: usize) {
+        for _ in 0..connections {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let req: Value = serde_json::from_str(&line).unwrap();
+                match req["execute"].as_str().unwrap() {
+                    "guest-sync-delimited" => {
+                        let id = &req["arguments"]["id"];
+                        // stale reply from before a reboot, garbage, then sentinel + our reply
+                        w.write_all(b"{\"return\": 42}\n\x01garbage").await.unwrap();
+                        w.write_all(b"\xff{\"return\": 7}\n").await.unwrap();
+                        w.write_all(format!("{{\"return\": {id}}}\n").as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    "guest-ping" => w.write_all(b"{\"return\": {}}\n").await.unwrap(),
+                    "guest-network-get-interfaces" => w
+                        .write_all(b"{\"return\": [{\"name\": \"lo\", \"ip-addresses\": [{\"ip-address\": \"127.0.0.1\", \"ip-address-type\": \"ipv4\", \"prefix\": 8}]}]}\n")
+                        .await
+                        .unwrap(),
+                    "guest-exec" => w
+                        .write_all(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"Guest agent command failed, error was 'Failed to execute child process'\"}}\n")
+                        .await
+                        .unwrap(),
+                    "guest-shutdown" => return, // no reply on success; the guest goes away
+                    "hang" => {}
+                    _ => unreachable!(),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_sentinel_commands_errors_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(fake_agent(listener, 2));
+        let qga = QgaClient::new(&path);
+        qga.ping().await.unwrap();
+        let ifs = qga
+            .execute("guest-network-get-interfaces", None, DEFAULT_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(ifs[0]["ip-addresses"][0]["ip-address"], "127.0.0.1");
+        match qga
+            .execute(
+                "guest-exec",
+                Some(json!({"path": "/nope"})),
+                DEFAULT_TIMEOUT,
+            )
+            .await
+        {
+            Err(e @ AgentError::Command { .. }) => {
+                assert!(e
+                    .to_string()
+                    .starts_with("Agent error: Guest agent command failed"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // a command that never answers times out and drops the connection
+        match qga.execute("hang", None, Duration::from_millis(300)).await {
+            Err(AgentError::Timeout { command }) => assert_eq!(command, "hang"),
+            other => panic!("{other:?}"),
+        }
+        // the next call reconnects and syncs again (second connection of the fake)
+        qga.ping().await.unwrap();
+        assert_eq!(
+            qga.execute("guest-shutdown", None, DEFAULT_TIMEOUT)
+                .await
+                .unwrap(),
+            Value::Null
+        );
+        server.await.unwrap();
+        // nobody listens any more: "not running"
+        drop(dir);
+        let e = qga.ping().await.unwrap_err();
+        assert!(e.is_not_running());
+        assert_eq!(e.to_string(), "QEMU guest agent is not running");
+    }
+
+    #[tokio::test]
+    async fn silent_agent_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // accepts (QEMU's chardev does) but nothing in the guest answers
+        let _keep = tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let e = QgaClient::new(&path)
+            .execute("guest-ping", None, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.is_not_running(), "{e:?}");
+    }
 }

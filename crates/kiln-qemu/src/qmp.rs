@@ -398,3 +398,127 @@ impl QmpClient {
         self.execute("query-block", None).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    /// A fake QEMU: greeting, answers by id, events in between, and out-of-order replies.
+    async fn fake_qemu(listener: UnixListener) {
+        let (s, _) = listener.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"major\": 7, \"minor\": 2, \"micro\": 0}}, \"capabilities\": []}}\n")
+            .await
+            .unwrap();
+        let mut held: Option<Value> = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let req: Value = serde_json::from_str(&line).unwrap();
+            let id = req["id"].clone();
+            let reply = match req["execute"].as_str().unwrap() {
+                "qmp_capabilities" => json!({"return": {}, "id": id}),
+                "query-status" => {
+                    w.write_all(b"{\"event\": \"RESUME\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\n")
+                        .await
+                        .unwrap();
+                    json!({"return": {"status": "running", "running": true}, "id": id})
+                }
+                "slow" => {
+                    held = Some(json!({"return": "slow-done", "id": id}));
+                    continue;
+                }
+                "fast" => {
+                    // answer `fast`, then the held `slow` reply: ids must be matched, not order
+                    let fast = json!({"return": "fast-done", "id": id});
+                    w.write_all(format!("{fast}\n").as_bytes()).await.unwrap();
+                    held.take().unwrap()
+                }
+                "send-key" => {
+                    assert_eq!(
+                        req["arguments"]["keys"],
+                        json!([{"type": "qcode", "data": "shift"}, {"type": "qcode", "data": "a"}])
+                    );
+                    json!({"return": {}, "id": id})
+                }
+                "quit" => {
+                    w.write_all(b"{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}, \"timestamp\": {\"seconds\": 3, \"microseconds\": 0}}\n")
+                        .await
+                        .unwrap();
+                    return; // close without replying, like QEMU exiting
+                }
+                other => {
+                    json!({"error": {"class": "CommandNotFound", "desc": format!("The command {other} has not been found")}, "id": id})
+                }
+            };
+            w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn protocol_against_a_fake_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(fake_qemu(listener));
+        let q = std::sync::Arc::new(QmpClient::connect(&path).await.unwrap());
+        assert_eq!(q.greeting()["QMP"]["version"]["qemu"]["major"], 7);
+        let mut events = q.events();
+        let st = q.query_status().await.unwrap();
+        assert_eq!(
+            st,
+            QmpStatus {
+                status: "running".into(),
+                running: true
+            }
+        );
+        let ev = events.recv().await.unwrap();
+        assert_eq!((ev.event.as_str(), ev.timestamp), ("RESUME", (1, 2)));
+
+        let q2 = q.clone();
+        let slow = tokio::spawn(async move { q2.execute("slow", None).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(q.execute("fast", None).await.unwrap(), json!("fast-done"));
+        assert_eq!(slow.await.unwrap().unwrap(), json!("slow-done"));
+
+        q.send_key(&crate::keys::parse("shift-a").unwrap(), None)
+            .await
+            .unwrap();
+        match q.execute("nope", None).await {
+            Err(e @ QmpError::Command { .. }) => {
+                assert!(
+                    e.to_string().contains(
+                        "'nope' failed: The command nope has not been found (CommandNotFound)"
+                    ),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        q.quit().await.unwrap();
+        server.await.unwrap();
+        for _ in 0..100 {
+            if q.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(q.is_closed());
+        assert!(matches!(
+            q.execute("query-status", None).await,
+            Err(QmpError::Disconnected)
+        ));
+        let names: Vec<String> = q.recent_events().into_iter().map(|e| e.event).collect();
+        assert_eq!(names, ["RESUME", "SHUTDOWN"]);
+        assert_eq!(q.recent_events()[1].data["reason"], "host-qmp-quit");
+    }
+
+    #[tokio::test]
+    async fn connect_errors_name_the_socket() {
+        let e = QmpClient::connect(Path::new("/nonexistent/qmp.sock"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/qmp.sock"), "{e}");
+    }
+}
