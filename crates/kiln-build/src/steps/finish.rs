@@ -168,10 +168,39 @@ pub fn finalize_params(st: &BuildState, conf: &VmConfig) -> Result<Vec<(String, 
     }
     delete.sort();
     delete.dedup();
+    // PVE refuses a boot order naming a removed drive: drop removed drives from `order=`
+    if let Some(boot) = conf.get("boot") {
+        if let Some(new) = boot_without(boot, &delete) {
+            params.push(("boot".into(), new));
+        }
+    }
     if !delete.is_empty() {
         params.push(("delete".into(), delete.join(",")));
     }
     Ok(params)
+}
+
+/// `order=scsi0;ide2;net0` without the `removed` devices; `None` when nothing changes.
+pub fn boot_without(boot: &str, removed: &[String]) -> Option<String> {
+    let mut changed = false;
+    let parts: Vec<String> = boot
+        .split(',')
+        .map(|part| match part.strip_prefix("order=") {
+            Some(order) => {
+                let kept: Vec<&str> = order
+                    .split(';')
+                    .filter(|d| !removed.iter().any(|r| r == d))
+                    .collect();
+                if kept.len() != order.split(';').count() {
+                    changed = true;
+                }
+                format!("order={}", kept.join(";"))
+            }
+            None => part.to_string(),
+        })
+        .filter(|p| p != "order=")
+        .collect();
+    changed.then(|| parts.join(","))
 }
 
 pub struct StepFinalize;
@@ -306,6 +335,32 @@ mod tests {
         assert_eq!(get("ide0").as_deref(), Some("local-lvm:cloudinit"));
         assert_eq!(get("name").as_deref(), Some("tpl"));
         assert_eq!(get("description").as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn boot_order_loses_removed_drives() {
+        let r = vec!["ide2".to_string(), "ide3".to_string()];
+        assert_eq!(
+            boot_without("order=scsi0;ide2;net0", &r).as_deref(),
+            Some("order=scsi0;net0")
+        );
+        assert_eq!(boot_without("order=scsi0;net0", &r), None);
+        assert_eq!(boot_without("cdn", &r), None);
+        let mut cfg = ProxmoxIsoConfig::default();
+        cfg.boot_iso.unmount = true;
+        let st = state(cfg);
+        let p = finalize_params(
+            &st,
+            &conf(&[
+                ("ide2", "local:iso/g.iso,media=cdrom"),
+                ("boot", "order=scsi0;ide2"),
+            ]),
+        )
+        .unwrap_or_default();
+        assert!(
+            p.contains(&("boot".to_string(), "order=scsi0".to_string())),
+            "{p:?}"
+        );
     }
 
     #[test]
