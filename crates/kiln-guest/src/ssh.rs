@@ -806,6 +806,12 @@ async fn drain(
                     core_dumped,
                 })
             }
+            Some(ChannelMsg::Failure) if status.is_none() => {
+                let _ = ch.close().await;
+                return Err(CommError::Channel(
+                    "the server refused to run the command (exec request failed)".to_string(),
+                ));
+            }
             Some(ChannelMsg::Close) | None => break,
             Some(_) => {}
         }

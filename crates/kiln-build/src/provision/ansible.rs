@@ -297,14 +297,12 @@ pub(super) async fn run(a: &Ansible, ctx: &ProvisionContext<'_>) -> Result<(), P
         }
     }
 
-    // private working directory (0700): key, secret vars, inventory
-    let work = match &a.inventory_directory {
-        Some(d) => tempfile::Builder::new()
-            .prefix("kiln-ansible")
-            .tempdir_in(ctx.resolve(d)),
-        None => tempfile::Builder::new().prefix("kiln-ansible").tempdir(),
-    }
-    .map_err(|e| ProvisionError::local("creating a directory for the Ansible inventory", e))?;
+    // private working directory (0700) in the system temp dir: key, secret vars, inventory
+    // (the inventory goes to inventory_directory when that is set)
+    let work = tempfile::Builder::new()
+        .prefix("kiln-ansible")
+        .tempdir()
+        .map_err(|e| ProvisionError::local("creating a temporary directory for Ansible", e))?;
 
     let mut key_file: Option<PathBuf> = None;
     let mut vars_file: Option<PathBuf> = None;
@@ -381,6 +379,7 @@ pub(super) async fn run(a: &Ansible, ctx: &ProvisionContext<'_>) -> Result<(), P
         inventory_user = Some((user, ssh.host.clone(), ssh.port));
     }
 
+    let mut remove_inventory: Option<PathBuf> = None;
     let result = async {
         let inventory = match &a.inventory_file {
             Some(f) => ctx.resolve(f),
@@ -399,19 +398,17 @@ pub(super) async fn run(a: &Ansible, ctx: &ProvisionContext<'_>) -> Result<(), P
                     &a.groups,
                     &a.empty_groups,
                 )?;
-                let p = if a.keep_inventory_file {
-                    let dir = a
-                        .inventory_directory
-                        .as_deref()
-                        .map(|d| ctx.resolve(d))
-                        .unwrap_or_else(std::env::temp_dir);
-                    dir.join(format!("kiln-inventory-{}.ini", ctx.build_name))
-                } else {
-                    work.path().join("inventory.ini")
+                let dir = a.inventory_directory.as_deref().map(|d| ctx.resolve(d));
+                let p = match (&dir, a.keep_inventory_file) {
+                    (Some(d), _) => d.join(format!("kiln-inventory-{}-{:04}.ini", ctx.build_name, super::rand_suffix())),
+                    (None, true) => std::env::temp_dir().join(format!("kiln-inventory-{}.ini", ctx.build_name)),
+                    (None, false) => work.path().join("inventory.ini"),
                 };
                 std::fs::write(&p, inv).map_err(|e| ProvisionError::local(format!("writing {}", p.display()), e))?;
                 if a.keep_inventory_file {
                     ctx.ui.message(&format!("Inventory kept at {}", p.display()));
+                } else if dir.is_some() {
+                    remove_inventory = Some(p.clone());
                 }
                 p
             }
@@ -440,6 +437,9 @@ pub(super) async fn run(a: &Ansible, ctx: &ProvisionContext<'_>) -> Result<(), P
     .await;
     if let Some(k) = installed {
         k.remove(ctx).await;
+    }
+    if let Some(p) = remove_inventory {
+        let _ = std::fs::remove_file(p);
     }
     drop(work);
     result

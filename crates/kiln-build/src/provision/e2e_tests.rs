@@ -336,9 +336,11 @@ async fn ansible_with_temp_key_and_failure() {
         .expect("authorize");
     let rig = Rig::with(sshd, vec![SshAuth::TempKey(k)]).await;
     playbook(rig.dir.path());
+    std::fs::create_dir_all(rig.dir.path().join("inv")).expect("mkdir");
     let a = Ansible {
         playbook_file: "site.yml".into(),
         use_proxy: Some(false),
+        inventory_directory: Some("inv".into()),
         extra_arguments: vec!["-e".into(), "ansible_env={'HOME': '~'}".into()],
         ..Default::default()
     };
@@ -347,6 +349,11 @@ async fn ansible_with_temp_key_and_failure() {
         .unwrap_or_else(|e| panic!("ansible: {e}\n{}", rig.output()));
     assert!(rig.sshd.home().join("ansible-was-here").exists());
     assert!(!rig.output().contains("Installed a temporary SSH key"));
+    let left: Vec<_> = std::fs::read_dir(rig.dir.path().join("inv"))
+        .expect("inv")
+        .collect();
+    assert!(left.is_empty(), "inventory left behind: {left:?}");
+    assert!(rig.output().contains("-i "), "{}", rig.output());
     // a failing playbook is an error naming the exit status
     std::fs::write(
         rig.dir.path().join("fail.yml"),
