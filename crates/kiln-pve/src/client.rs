@@ -468,7 +468,33 @@ impl Client {
     }
 
     fn map_send_error(&self, method: &Method, url: &Url, e: reqwest::Error) -> Error {
-        let reason = error_chain(&e);
+        // reqwest's own text repeats the URL; the causes below it say what happened
+        let reason = {
+            let mut parts: Vec<String> = Vec::new();
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+            while let Some(s) = cur {
+                let t = s.to_string();
+                if !t.starts_with("client error (") && !parts.iter().any(|p| p.contains(&t)) {
+                    parts.push(t);
+                }
+                cur = s.source();
+            }
+            if parts.is_empty() {
+                error_chain(&e)
+            } else {
+                parts.join(": ")
+            }
+        };
+        let lower_all = reason.to_ascii_lowercase();
+        let reason = if e.is_timeout() {
+            format!("timed out ({reason})")
+        } else if lower_all.contains("connection refused") {
+            format!("{reason} (is Proxmox VE running there, and is the port right? PVE listens on 8006)")
+        } else if lower_all.contains("dns error") {
+            format!("{reason} (check the host name in proxmox_url)")
+        } else {
+            reason
+        };
         let url_s = url.to_string();
         if e.is_builder() {
             return Error::InvalidOption(format!("{method} {url_s}: {reason}"));
