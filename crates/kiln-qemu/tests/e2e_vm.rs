@@ -521,3 +521,24 @@ async fn test_guest_reads_the_cloudinit_drive() {
     .is_some());
     vm.stop().await.unwrap();
 }
+
+/// The KVM probe gives an answer that matches reality: when it says yes, a KVM guest runs.
+/// (On the development machine /dev/kvm exists but QEMU aborts with "failed to set MSR", so the
+/// probe must say no there.)
+#[test]
+fn kvm_probe_answers() {
+    if !e2e() {
+        return;
+    }
+    let t = Instant::now();
+    let usable = kiln_qemu::spec::kvm_usable();
+    eprintln!(
+        "kvm_usable() = {usable} in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    if std::env::var_os("KILN_QEMU_ACCEL").is_none() && !Path::new("/dev/kvm").exists() {
+        assert!(!usable);
+    }
+    // the probe guest itself works (under TCG), so a "no" means KVM, not the probe, failed
+    assert!(kiln_qemu::spec::boot_probe("tcg", "max"));
+}
