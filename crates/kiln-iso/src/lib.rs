@@ -24,6 +24,7 @@
 //!   request (within one call: up to [`Fetcher::attempts`] tries; across calls: a leftover `.part` file is resumed).
 //! - A sidecar `<file>.kiln.json` records the spec and the resolved digest, so a second run makes **no request**
 //!   (not even for a `file:` checksum URL). The cached file is re-hashed (by default) and fetched again when corrupt.
+//! - Concurrent fetches of one ISO (two kiln processes) are serialised by an advisory lock on `<file>.lock`.
 //! - URLs are tried in order; `file://` URLs and plain paths are verified in place, never copied.
 //! - Memory stays flat: data is streamed in chunks, never buffered whole.
 
@@ -402,6 +403,9 @@ impl Fetcher {
         }
 
         let path = self.cache_path(src);
+        std::fs::create_dir_all(&self.cache_dir).map_err(io_err("create", &self.cache_dir))?;
+        // One writer per cache entry: a second kiln fetching the same ISO waits, then finds it cached.
+        let _lock = lock_entry(&path).await?;
         let spec_text = src.checksum.trim().to_string();
         // The digest recorded for this spec by an earlier run: a re-download needs no checksum-file request.
         let mut known: Option<Option<Digest>> = None;
@@ -626,6 +630,45 @@ impl Fetcher {
             msg: "no attempt made".to_string(),
         }))
     }
+}
+
+/// Take an exclusive advisory lock (`flock`) on `<path>.lock`, released when the guard drops.
+async fn lock_entry(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, IsoError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut lp = path.as_os_str().to_owned();
+    lp.push(".lock");
+    let lock_path = PathBuf::from(lp);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => return Ok(l),
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => f,
+        Err((_, e)) => {
+            return Err(IsoError::Io {
+                op: "lock",
+                path: lock_path,
+                source: std::io::Error::from(e),
+            });
+        }
+    };
+    tracing::info!(path = %path.display(), "another kiln is fetching this ISO; waiting for it");
+    let lp2 = lock_path.clone();
+    tokio::task::spawn_blocking(move || Flock::lock(file, FlockArg::LockExclusive))
+        .await
+        .map_err(|e| IsoError::Io {
+            op: "lock",
+            path: lp2,
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|(_, e)| IsoError::Io {
+            op: "lock",
+            path: lock_path,
+            source: std::io::Error::from(e),
+        })
 }
 
 fn net_err(url: &str, e: &reqwest::Error) -> IsoError {

@@ -447,3 +447,27 @@ async fn local_files_are_verified_in_place() {
         Err(IsoError::NoUrls)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fetches_of_one_iso_download_it_once() {
+    let (addr, srv) = start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = IsoSource {
+        urls: vec![format!("http://{addr}/guest.iso")],
+        checksum: format!("sha256:{}", sha(&srv)),
+    };
+    let (f1, f2) = (fetcher(&dir), fetcher(&dir));
+    let (a, b) = tokio::join!(f1.fetch(&src, &no_progress), f2.fetch(&src, &no_progress));
+    let mut actions = vec![a.expect("first").action, b.expect("second").action];
+    actions.sort_by_key(|a| matches!(a, Action::Cached));
+    assert!(
+        matches!(actions[0], Action::Downloaded { .. }),
+        "{actions:?}"
+    );
+    assert_eq!(actions[1], Action::Cached);
+    assert_eq!(
+        requests(&srv).len(),
+        1,
+        "the second fetch waited for the first and found the file cached"
+    );
+}
