@@ -2,6 +2,7 @@
 //! Each task lives in its own module.
 
 mod bootcmd_corpus;
+mod config_docs;
 mod corpus;
 mod regen_schema;
 mod test;
@@ -28,6 +29,8 @@ enum Task {
     BootcmdCorpus(bootcmd_corpus::Args),
     /// Snapshot the Packer template corpus into kiln-config's tests (+ golden inspect outputs)
     Corpus(corpus::Args),
+    /// Write docs/configuration.md from kiln-config's typed model (--check: fail when stale)
+    ConfigDocs(config_docs::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Task::RegenSchema(a) => regen_schema::run(a),
         Task::BootcmdCorpus(a) => bootcmd_corpus::run(a),
         Task::Corpus(a) => corpus::run(a),
+        Task::ConfigDocs(a) => config_docs::run(a),
     }
 }

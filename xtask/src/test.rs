@@ -88,22 +88,38 @@ pub fn run(args: Args) -> Result<()> {
     }
     if !args.no_lint {
         phase("cargo fmt --check", &mut || {
-            run_cmd(Command::new("cargo").args(["fmt", "--all", "--check"]).current_dir(&root))
+            run_cmd(
+                Command::new("cargo")
+                    .args(["fmt", "--all", "--check"])
+                    .current_dir(&root),
+            )
         })?;
         phase("cargo clippy", &mut || {
             run_cmd(
                 Command::new("cargo")
-                    .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+                    .args([
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ])
                     .current_dir(&root),
             )
         })?;
     }
     phase("build kiln", &mut || {
-        run_cmd(Command::new("cargo").args(["build", "--workspace", "--bins"]).current_dir(&root))
+        run_cmd(
+            Command::new("cargo")
+                .args(["build", "--workspace", "--bins"])
+                .current_dir(&root),
+        )
     })?;
     phase("tests", &mut || {
         let mut cmd = Command::new("cargo");
-        cmd.args(["test", "--workspace", "--no-fail-fast"]).current_dir(&root);
+        cmd.args(["test", "--workspace", "--no-fail-fast"])
+            .current_dir(&root);
         cmd.arg("--");
         if !args.quick {
             // end-to-end tests start QEMU guests: one at a time on a 2-core machine
@@ -119,7 +135,10 @@ pub fn run(args: Args) -> Result<()> {
         run_cmd(&mut cmd)
     })?;
 
-    eprintln!("\n=== xtask test: done in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\n=== xtask test: done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     for (name, secs) in &phases {
         eprintln!("  {name:<20} {secs:>7.1} s");
     }
@@ -145,7 +164,11 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
 
 /// Installs the packages of `wanted` that dpkg does not report as installed.
 pub fn install_packages(wanted: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !is_installed(p)).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
     if missing.is_empty() {
         eprintln!("all {} packages present", wanted.len());
         return Ok(());
