@@ -1367,7 +1367,11 @@ async fn agent_call(
 ) -> Result<Value, ApiError> {
     let vm = agent_vm(st, p).await?;
     // PVE pings first (3 s) and reports a dead agent as "not running"
-    vm.agent("guest-ping", None).await.map_err(agent_err)?;
+    vm.agent("guest-ping", None).await.map_err(|e| match e {
+        kiln_qemu::AgentError::Command { .. } => agent_err(e),
+        // no answer in time (socket there, agent not up yet) is "not running" for PVE
+        _ => ApiError::e500("QEMU guest agent is not running"),
+    })?;
     vm.agent(cmd, args).await.map_err(agent_err)
 }
 

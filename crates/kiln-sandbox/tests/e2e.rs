@@ -514,6 +514,152 @@ async fn packer_inner() {
         ev.iter().filter(|e| e["event"] == "key").count() > 20,
         "keys were sent"
     );
+    println!("packer build: {secs:.0} s");
+
+    // full clone of the template, boot it, and drive the real guest agent through the API
+    let st = env
+        .task(
+            "POST",
+            "/nodes/pve/qemu/9000/clone",
+            &[("newid", "9001"), ("name", "from-template"), ("full", "1")],
+        )
+        .await;
+    assert_eq!(st, "OK");
+    let cc = env.get("/nodes/pve/qemu/9001/config").await;
+    assert!(
+        cc["scsi0"]
+            .as_str()
+            .unwrap()
+            .contains("local-lvm:vm-9001-disk-0"),
+        "{}",
+        cc["scsi0"]
+    );
+    // the clone boots from its disk only
+    let r = env
+        .call(
+            "PUT",
+            "/nodes/pve/qemu/9001/config",
+            &[("delete", "ide2"), ("boot", "order=scsi0")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(
+        env.task("POST", "/nodes/pve/qemu/9001/status/start", &[])
+            .await,
+        "OK"
+    );
+    let t1 = Instant::now();
+    loop {
+        let r = env
+            .call("POST", "/nodes/pve/qemu/9001/agent/ping", &[])
+            .await;
+        if r.status == 200 {
+            assert_eq!(r.body, json!({"data": {"result": {}}}));
+            break;
+        }
+        assert_eq!(r.reason, "QEMU guest agent is not running");
+        assert!(
+            t1.elapsed() < Duration::from_secs(600),
+            "agent of the clone never answered"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    println!(
+        "clone: agent answered after {:.0} s",
+        t1.elapsed().as_secs_f64()
+    );
+    let nics = env
+        .get("/nodes/pve/qemu/9001/agent/network-get-interfaces")
+        .await;
+    assert!(
+        nics["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "lo"),
+        "{nics}"
+    );
+    let os = env.get("/nodes/pve/qemu/9001/agent/get-osinfo").await;
+    assert!(os["result"]["kernel-release"].is_string(), "{os}");
+    let info = env.get("/nodes/pve/qemu/9001/agent/info").await;
+    assert!(info["result"]["supported_commands"].is_array(), "{info}");
+    let r = env
+        .call(
+            "POST",
+            "/nodes/pve/qemu/9001/agent",
+            &[("command", "get-host-name")],
+        )
+        .await;
+    assert_eq!(
+        r.body["data"]["result"]["host-name"], "kiln-packer",
+        "{}",
+        r.raw
+    );
+    // exec (command as repeated form key) + exec-status (decoded output, 0/1 booleans)
+    let r = env
+        .call(
+            "POST",
+            "/nodes/pve/qemu/9001/agent/exec",
+            &[("command", "cat"), ("command", "/etc/kiln-provisioned")],
+        )
+        .await;
+    let pid = r.body["data"]["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("exec: {}", r.raw));
+    let mut status = json!(null);
+    for _ in 0..50 {
+        status = env
+            .get(&format!("/nodes/pve/qemu/9001/agent/exec-status?pid={pid}"))
+            .await;
+        if status["exited"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status["exited"], 1, "{status}");
+    assert_eq!(status["exitcode"], 0, "{status}");
+    assert_eq!(status["out-data"], "provisioned-by-packer\n", "{status}");
+    // file-write (plain text, PVE base64-encodes it) + file-read
+    let r = env
+        .call(
+            "POST",
+            "/nodes/pve/qemu/9001/agent/file-write",
+            &[("file", "/tmp/kiln.txt"), ("content", "hello from the API")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body),
+        (200, &json!({"data": null})),
+        "{}",
+        r.raw
+    );
+    let fr = env
+        .get("/nodes/pve/qemu/9001/agent/file-read?file=/tmp/kiln.txt")
+        .await;
+    assert_eq!(fr["content"], "hello from the API");
+    // shutdown through the agent
+    assert_eq!(
+        env.task(
+            "POST",
+            "/nodes/pve/qemu/9001/status/shutdown",
+            &[("timeout", "120")]
+        )
+        .await,
+        "OK"
+    );
+    assert_eq!(
+        env.get("/nodes/pve/qemu/9001/status/current").await["status"],
+        "stopped"
+    );
+    assert_eq!(
+        env.task("DELETE", "/nodes/pve/qemu/9001", &[("purge", "1")])
+            .await,
+        "OK"
+    );
+    println!(
+        "packer e2e + clone/agent checks: {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
     env.sb.shutdown().await;
 }
 
