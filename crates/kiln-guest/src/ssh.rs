@@ -561,6 +561,42 @@ impl SshCommunicator {
         Ok((status, err.into_inner().unwrap_or_default()))
     }
 
+    /// `cat` the remote file into `local` (no SFTP on the server).
+    async fn download_via_cat(&self, remote: &str, local: &Path) -> Result<(), CommError> {
+        let never = CancellationToken::new();
+        let mut ch = self.channel(&never).await?;
+        ch.exec(true, format!("cat -- {}", shell_quote(remote)))
+            .await
+            .map_err(|e| CommError::Channel(e.to_string()))?;
+        let lerr = |source| CommError::Local {
+            op: "write",
+            path: local.to_path_buf(),
+            source,
+        };
+        let mut out = tokio::fs::File::create(local).await.map_err(lerr)?;
+        let mut status = None;
+        let mut err = Vec::new();
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.write_all(&data).await.map_err(lerr)?,
+                ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        out.flush().await.map_err(lerr)?;
+        if status != Some(0) {
+            let _ = tokio::fs::remove_file(local).await;
+            return Err(CommError::Remote {
+                op: "download",
+                path: remote.to_string(),
+                message: String::from_utf8_lossy(&err).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     async fn sftp_mkdir_p(sftp: &SftpSession, path: &str) -> Result<(), CommError> {
         if let Ok(m) = sftp.metadata(path).await {
             if m.is_dir() {
@@ -879,10 +915,14 @@ impl Communicator for SshCommunicator {
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
-        let sftp = self.sftp_required("download", remote).await?;
-        let r = Self::sftp_download(&sftp, remote, local).await;
-        let _ = sftp.close().await;
-        r
+        match self.sftp().await? {
+            Some(sftp) => {
+                let r = Self::sftp_download(&sftp, remote, local).await;
+                let _ = sftp.close().await;
+                r
+            }
+            None => self.download_via_cat(remote, local).await,
+        }
     }
 
     async fn download_dir(&self, remote: &str, local: &Path) -> Result<(), CommError> {

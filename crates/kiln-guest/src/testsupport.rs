@@ -68,6 +68,21 @@ impl TestSshd {
         Self::start_on(free_port()?, true)
     }
 
+    /// Like [`TestSshd::start`], but without the `sftp` subsystem (as on a minimal guest).
+    pub fn start_without_sftp() -> Result<TestSshd, String> {
+        let mut s = Self::start_on(free_port()?, false)?;
+        let p = s.dir.path().join("sshd_config");
+        let cfg = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+        let cfg: String = cfg
+            .lines()
+            .filter(|l| !l.starts_with("Subsystem"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&p, cfg).map_err(|e| e.to_string())?;
+        s.launch()?;
+        Ok(s)
+    }
+
     /// Prepare everything for a server on a fresh port but do not start it (see [`TestSshd::launch`]).
     pub fn prepare() -> Result<TestSshd, String> {
         Self::start_on(free_port()?, false)

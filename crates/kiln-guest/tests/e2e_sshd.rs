@@ -555,3 +555,46 @@ async fn agent_auth() {
         .expect("exec");
     assert_eq!(o.stdout, "via-agent\n");
 }
+
+#[tokio::test]
+async fn without_sftp_uploads_fall_back_to_the_shell() {
+    if skip_unless_e2e() {
+        return;
+    }
+    let s = TestSshd::start_without_sftp().unwrap_or_else(|e| panic!("sshd: {e}"));
+    let c = SshCommunicator::connect(cfg(&s, pw()))
+        .await
+        .expect("connect");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    c.upload_bytes(&data, "plain.bin", Some(0o700))
+        .await
+        .expect("upload via cat");
+    let remote = s.home().join("plain.bin");
+    assert_eq!(std::fs::read(&remote).expect("read"), data);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&remote)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert!(c.is_dir(".ssh").await.expect("is_dir via test -d"));
+    assert!(!c.is_dir("plain.bin").await.expect("is_dir via test -d"));
+    let back = s.scratch().join("back.bin");
+    c.download("plain.bin", &back)
+        .await
+        .expect("download via cat");
+    assert_eq!(std::fs::read(&back).expect("read"), data);
+    let e = c
+        .download("missing.bin", &s.scratch().join("x"))
+        .await
+        .expect_err("missing");
+    assert!(e.to_string().contains("missing.bin"), "{e}");
+    let e = c
+        .download_dir(".ssh", &s.scratch().join("d"))
+        .await
+        .expect_err("no sftp");
+    assert!(e.to_string().contains("openssh-sftp-server"), "{e}");
+}
