@@ -158,10 +158,14 @@ impl fmt::Debug for Diag {
 }
 
 impl fmt::Display for Diag {
+    /// The message, prefixed with `file:line:col` unless a source snippet (which shows the
+    /// position in its header) is attached.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.location {
-            Some(l) => write!(f, "{l}: {}", self.message),
-            None => f.write_str(&self.message),
+            Some(l) if self.span.is_none() || self.source.is_none() => {
+                write!(f, "{l}: {}", self.message)
+            }
+            _ => f.write_str(&self.message),
         }
     }
 }

@@ -72,6 +72,19 @@ pub fn parse_file(file: &Arc<SourceFile>) -> Result<RawBody, Diag> {
             } else {
                 end
             };
+            // the parser reports some errors at the start of the attribute: point at its value
+            let line = &file.text[offset..end];
+            let offset = match line.find('=') {
+                Some(eq)
+                    if !line[..eq].contains(['"', '{', '(', '['])
+                        && !line[eq + 1..].starts_with('=') =>
+                {
+                    let v = &line[eq + 1..];
+                    offset + eq + 1 + (v.len() - v.trim_start().len())
+                }
+                _ => offset,
+            };
+            let end = end.max(offset + 1).min(file.text.len());
             let msg = first_line(e.message());
             Err(Diag::error(format!("syntax error: {msg}"))
                 .at(file, Some(offset..end))

@@ -64,6 +64,9 @@ pub struct Globals {
     pub cwd: PathBuf,
     /// environment for env() (LoadOptions.env)
     pub env: Vec<(String, String)>,
+    /// a variables file failed to parse: unset variables are probably set there, so using
+    /// one is not reported again
+    pub quiet_unset: bool,
 }
 
 impl Globals {
@@ -81,6 +84,7 @@ impl Globals {
             func,
             cwd,
             env: Vec::new(),
+            quiet_unset: false,
         }
     }
 
@@ -137,6 +141,9 @@ impl Globals {
             return Ok(v.clone());
         }
         if self.unset_vars.contains(name) {
+            if self.quiet_unset {
+                return Err(EvalError::Reported);
+            }
             return Err(EvalError::msg(format!(
                 "unset variable \"{name}\": a used variable must be set or have a default value (use -var, -var-file or PKR_VAR_{name})"
             )));

@@ -31,6 +31,7 @@ pub const PACKER_COMPAT_VERSION: &str = crate::version::PACKER_CORE_VERSION;
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut l = Loader {
         opts,
+        var_file_failed: false,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -55,6 +56,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
 struct Loader<'o> {
     opts: &'o LoadOptions,
+    var_file_failed: bool,
     errors: Vec<Diag>,
     warnings: Vec<Diag>,
 }
@@ -506,6 +508,7 @@ impl<'o> Loader<'o> {
 
         // ---- globals for everything else ----
         let mut g = Globals::new(fctx(false), path_obj, packer_obj);
+        g.quiet_unset = self.var_file_failed;
         for d in decls.values() {
             match &d.value {
                 Some(v) => {
@@ -716,6 +719,7 @@ impl<'o> Loader<'o> {
             Ok(b) => b,
             Err(d) => {
                 self.errors.push(d);
+                self.var_file_failed = true;
                 return;
             }
         };

@@ -1,16 +1,34 @@
 //! `kiln inspect`: variables (sensitive values masked), locals, builds with their resolved
 //! settings, provisioners and post-processors in order.
 
-use crate::cmd::validate::{print_diags, TemplateArgs};
+use crate::cmd::validate::{parse_flags, print_diags, TemplateArgs};
 use crate::exit::{CmdResult, Code};
 
+/// Raw arguments (Packer-style single-dash flags accepted, as for `validate`).
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Flags (`-var x=1`, `-var-file F`, `-only`, `-except`) and the template directory or file
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    pub argv: Vec<String>,
+}
+
+/// The real flags of `kiln inspect`.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "kiln inspect",
+    about = "Show variables, locals, sources and provisioners of a template"
+)]
+pub struct Flags {
     #[command(flatten)]
     pub template: TemplateArgs,
 }
 
 pub async fn run(args: Args) -> CmdResult {
+    let args: Flags = match parse_flags("kiln inspect", &args.argv) {
+        Ok(f) => f,
+        Err(code) => return Ok(code),
+    };
     let opts = match args.template.load_options() {
         Ok(o) => o,
         Err(m) => {

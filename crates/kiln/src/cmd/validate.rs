@@ -43,16 +43,72 @@ impl TemplateArgs {
     }
 }
 
+/// Raw arguments: Packer-style single-dash flags (`-var x=1`, `-var-file=f`) are accepted too.
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Flags (`-var x=1` or `--var x=1`, `-var-file F`, `-only`, `-except`, `--short`) and the
+    /// template directory or file; see `kiln validate --help`
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    pub argv: Vec<String>,
+}
+
+/// The real flags of `kiln validate`.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "kiln validate",
+    about = "Check that a template directory or file is valid (offline)"
+)]
+pub struct Flags {
     #[command(flatten)]
     pub template: TemplateArgs,
     /// Print one line per diagnostic (file:line:col: message) instead of the annotated report
     #[arg(long)]
     pub short: bool,
     /// Do not print warnings
-    #[arg(long)]
+    #[arg(long = "no-warnings")]
     pub no_warnings: bool,
+}
+
+/// Long flags that may be written Packer-style with one dash.
+const LONG: &[&str] = &[
+    "var",
+    "var-file",
+    "only",
+    "except",
+    "short",
+    "no-warnings",
+    "help",
+];
+
+/// `-var-file=x` → `--var-file=x` for the known long flags; everything else unchanged.
+pub fn normalise_flags(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .map(|a| {
+            let name = a
+                .strip_prefix('-')
+                .filter(|r| !r.starts_with('-'))
+                .map(|r| r.split('=').next().unwrap_or(r));
+            match name {
+                Some(n) if LONG.contains(&n) => format!("-{a}"),
+                _ => a.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Parse raw arguments into `T` (after [`normalise_flags`]); `Err` carries the exit code after
+/// clap printed help or the usage error.
+pub fn parse_flags<T: clap::Parser>(name: &str, argv: &[String]) -> Result<T, Code> {
+    let args = std::iter::once(name.to_string()).chain(normalise_flags(argv));
+    T::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            Code::Usage
+        } else {
+            Code::Ok
+        }
+    })
 }
 
 /// Print diagnostics with miette (annotated source lines) or one per line.
@@ -67,6 +123,10 @@ pub fn print_diags(diags: &[kiln_config::Diag], short: bool) {
 }
 
 pub async fn run(args: Args) -> CmdResult {
+    let args: Flags = match parse_flags("kiln validate", &args.argv) {
+        Ok(f) => f,
+        Err(code) => return Ok(code),
+    };
     let opts = match args.template.load_options() {
         Ok(o) => o,
         Err(m) => {
@@ -105,5 +165,32 @@ pub async fn run(args: Args) -> CmdResult {
             );
             Ok(Code::Failed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packer_style_flags() {
+        let argv: Vec<String> = [
+            "-var",
+            "a=1",
+            "-var-file=x.pkrvars.hcl",
+            "--only",
+            "p.x",
+            "-short",
+            "dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let f: Flags = parse_flags("kiln validate", &argv).unwrap();
+        assert_eq!(f.template.vars, vec!["a=1".to_string()]);
+        assert_eq!(f.template.var_files, vec![PathBuf::from("x.pkrvars.hcl")]);
+        assert_eq!(f.template.only, vec!["p.x".to_string()]);
+        assert!(f.short);
+        assert_eq!(f.template.path, PathBuf::from("dir"));
     }
 }
