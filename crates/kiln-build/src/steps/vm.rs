@@ -182,6 +182,23 @@ impl Step<BuildState> for StepCreateVm {
             return;
         };
         let node = st.node.clone();
+        // A failed create is rolled back by PVE itself (the VM carries `lock: create` meanwhile):
+        // wait for that to finish instead of fighting the lock.
+        let t0 = std::time::Instant::now();
+        loop {
+            match client.qemu_config(&node, vmid, false).await {
+                Ok(c)
+                    if c.get("lock") == Some("create")
+                        && t0.elapsed() < Duration::from_secs(60) =>
+                {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Ok(_) => break,
+                // PVE answered (e.g. "does not exist"): gone, nothing to clean up
+                Err(e) if e.api().is_some() => return,
+                Err(_) => break,
+            }
+        }
         // the VM may not exist (create failed): that is fine
         match client.qemu_status(&node, vmid).await {
             Err(e)
