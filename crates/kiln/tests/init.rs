@@ -238,3 +238,94 @@ async fn init_fails_with_a_clear_error_on_checksum_mismatch() {
     );
     assert_eq!(requests(&srv).len(), 1);
 }
+
+#[cfg(unix)]
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// Galaxy requirements are installed with `galaxy_command`, `ansible-playbook` is checked, and a missing SSH agent
+/// (with `ssh_agent_auth = true`) is reported with a one-line fix. No ISO: the source uses `iso_file`.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_installs_galaxy_requirements_and_checks_tools() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let log = d.join("galaxy.log");
+    script(
+        &d.join("fake-galaxy"),
+        &format!("echo \"$@\" >> {}", log.display()),
+    );
+    script(
+        &d.join("fake-playbook"),
+        "echo 'ansible-playbook [core 2.14.18]'",
+    );
+    std::fs::write(d.join("requirements.yml"), "roles: []\n").expect("write");
+    std::fs::write(d.join("site.yml"), "- hosts: all\n  tasks: []\n").expect("write");
+    let hcl = format!(
+        r#"source "proxmox-iso" "guest" {{
+  proxmox_url = "https://127.0.0.1:8006/api2/json"
+  username    = "root@pam!kiln"
+  token       = "secret"
+  node        = "pve"
+  boot_iso {{
+    iso_file = "local:iso/guest.iso"
+  }}
+  ssh_username   = "ubuntu"
+  ssh_timeout    = "10m"
+  ssh_agent_auth = true
+}}
+build {{
+  sources = ["source.proxmox-iso.guest"]
+  provisioner "ansible" {{
+    playbook_file  = "{d}/site.yml"
+    command        = "{d}/fake-playbook"
+    galaxy_file    = "{d}/requirements.yml"
+    galaxy_command = "{d}/fake-galaxy"
+    roles_path     = "{d}/roles"
+  }}
+}}
+"#,
+        d = d.display()
+    );
+    std::fs::write(d.join("t.pkr.hcl"), hcl).expect("write template");
+    let cache = d.join("cache");
+
+    let (_, out) = kiln_init(d, &cache, &["--offline"]).await;
+    assert!(
+        out.contains("would run:") && out.contains("requirements.yml"),
+        "{out}"
+    );
+    assert!(!log.exists(), "offline runs nothing");
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("init")
+        .arg(d)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .current_dir(d)
+        .env_remove("SSH_AUTH_SOCK");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run kiln");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("nothing to download"), "{text}");
+    assert!(text.contains("ansible-playbook [core 2.14.18]"), "{text}");
+    let args = std::fs::read_to_string(&log).expect("galaxy ran");
+    assert!(
+        args.contains("install -r") && args.contains("requirements.yml") && args.contains("-p"),
+        "{args}"
+    );
+    assert!(
+        text.contains("ssh agent: not running") && text.contains("ssh-agent"),
+        "{text}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a missing agent fails init: {text}"
+    );
+}

@@ -53,7 +53,12 @@ fn title(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     let mut out = String::with_capacity(s.len());
     let mut prev_letter = false;
     for ch in s.chars() {
-        let is_word = ch.is_alphanumeric() || ch == '_' || ch == '\'';
+        // Go's isSeparator: ASCII letters, digits and '_' join words; other ASCII and spaces separate them.
+        let is_word = if ch.is_ascii() {
+            ch.is_ascii_alphanumeric() || ch == '_'
+        } else {
+            !ch.is_whitespace()
+        };
         if is_word && !prev_letter {
             out.extend(ch.to_uppercase());
         } else {
@@ -658,6 +663,7 @@ mod tests {
         ok("lower", &["\"HeLLo\""], "\"hello\"");
         ok("upper", &["\"pve-ssd1\""], "\"PVE-SSD1\"");
         ok("title", &["\"hello world-foo\""], "\"Hello World-Foo\"");
+        ok("title", &["\"it's élan_x\""], "\"It'S Élan_x\"");
         err("lower", &["{a = 1}"]);
         err("upper", &["null"]);
     }
