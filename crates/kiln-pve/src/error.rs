@@ -382,6 +382,25 @@ impl ApiError {
     pub fn is_proxy_failure(&self) -> bool {
         matches!(self.status, 595 | 596)
     }
+    /// The object is gone: `Configuration file '…' does not exist`, `no such
+    /// VM`, `volume '…' does not exist`, `no such task` (useful to make
+    /// cleanup idempotent).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.status, 400 | 404 | 500)
+            && (self.message_contains("does not exist")
+                || self.message_contains("no such")
+                || self.errors.values().any(|v| v.contains("no such")))
+    }
+    /// Create conflict: `VM 100 already exists`, `refusing to override existing file`.
+    pub fn is_already_exists(&self) -> bool {
+        self.message_contains("already exists")
+            || self.message_contains("refusing to override existing")
+            || self.errors.values().any(|v| v.contains("already exists"))
+    }
+    /// A config lock timeout (`can't lock file … got timeout`, `VM is locked`).
+    pub fn is_locked(&self) -> bool {
+        self.message_contains("can't lock file") || self.message_contains("is locked")
+    }
     /// `true` if the message contains `needle` (case-insensitive).
     pub fn message_contains(&self, needle: &str) -> bool {
         self.message
@@ -519,6 +538,37 @@ mod tests {
             Some(&pw()),
         );
         assert_eq!(e.kind, ApiErrorKind::InvalidCsrf);
+    }
+
+    #[test]
+    fn predicates() {
+        let e = |s: u16, m: &str| ApiError::new("GET", "/x", s, m, BTreeMap::new(), None);
+        assert!(e(
+            500,
+            "Configuration file 'nodes/pve/qemu-server/999.conf' does not exist"
+        )
+        .is_not_found());
+        assert!(e(500, "volume 'local:iso/x.iso' does not exist").is_not_found());
+        assert!(!e(500, "QEMU guest agent is not running").is_not_found());
+        assert!(e(500, "VM 100 already exists on node 'pve'").is_already_exists());
+        assert!(e(500, "refusing to override existing file 'x.iso'").is_already_exists());
+        let mut errs = BTreeMap::new();
+        errs.insert("vmid".to_string(), "VM 100 already exists".to_string());
+        assert!(ApiError::new(
+            "GET",
+            "/cluster/nextid",
+            400,
+            "Parameter verification failed.",
+            errs,
+            None
+        )
+        .is_already_exists());
+        assert!(e(
+            500,
+            "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+        )
+        .is_locked());
+        assert!(e(500, "VM is locked (create)").is_locked());
     }
 
     #[test]

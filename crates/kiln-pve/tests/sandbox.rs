@@ -188,6 +188,12 @@ async fn vm_lifecycle_without_booting() {
         .unwrap();
     c.wait_opt(t, &wait()).await.unwrap();
     assert!(c.find_vm_by_id(vmid).await.unwrap().is_none());
+    // deleting again: PVE says the config does not exist → is_not_found
+    let e = c
+        .qemu_delete(&node, vmid, &DeleteVmOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.api().is_some_and(|a| a.is_not_found()), "{e}");
 
     let t = c
         .delete_volume(&node, &iso_store, &vol.volid)
