@@ -131,11 +131,26 @@ pub fn ansible_command_line(
         args.push(format!("packer_http_addr={h}"));
     }
     args.push("--ssh-extra-args".into());
-    if a.ansible_ssh_extra_args.is_empty() {
-        args.push(DEFAULT_SSH_EXTRA_ARGS.to_string());
+    let mut ssh_extra = if a.ansible_ssh_extra_args.is_empty() {
+        DEFAULT_SSH_EXTRA_ARGS.to_string()
     } else {
-        args.push(a.ansible_ssh_extra_args.join(" "));
+        a.ansible_ssh_extra_args.join(" ")
+    };
+    if let Some(b) = ctx.ssh.and_then(|s| s.bastion.as_ref()) {
+        if !ssh_extra.contains("ProxyJump") && !ssh_extra.contains("ProxyCommand") {
+            let host = if b.host.contains(':') {
+                format!("[{}]", b.host)
+            } else {
+                b.host.clone()
+            };
+            ssh_extra.push_str(&format!(" -o ProxyJump={}@{host}:{}", b.username, b.port));
+            notes.push(format!(
+                "Ansible reaches the VM through the bastion with `-o ProxyJump={}@{host}:{}`: ssh must be able to log in to the bastion with your agent or default keys",
+                b.username, b.port
+            ));
+        }
     }
+    args.push(ssh_extra);
     if let Some(k) = key_file {
         args.push("-e".into());
         args.push(format!("ansible_ssh_private_key_file={}", k.display()));

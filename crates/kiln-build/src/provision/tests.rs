@@ -602,6 +602,20 @@ fn ansible_command_line_has_no_secrets() {
         .args
         .windows(2)
         .any(|w| w[0] == "--ssh-extra-args" && w[1] == "-o ForwardAgent=yes"));
+    let mut ssh = env.ssh.clone();
+    ssh.bastion = Some(Box::new(kiln_guest::BastionConfig {
+        host: "jump.example".into(),
+        port: 2200,
+        username: "ops".into(),
+        auth: vec![],
+    }));
+    let mut ctx2 = env.ctx(None);
+    ctx2.ssh = Some(&ssh);
+    let plan = ansible_command_line(&a, &ctx2, Path::new("/i"), None, None).expect("plan");
+    assert!(plan
+        .args
+        .iter()
+        .any(|x| x == "-o ForwardAgent=yes -o ProxyJump=ops@jump.example:2200"));
     a.ansible_env_vars = vec!["bad".into()];
     assert!(ansible_command_line(&a, &ctx, Path::new("/i"), None, None).is_err());
 }
