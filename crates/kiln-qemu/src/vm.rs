@@ -325,6 +325,12 @@ async fn supervise(inner: Arc<Inner>, mut child: Child, mut qmp: Arc<QmpClient>)
                 q.reset().await;
             }
             match inner.launch().await {
+                Ok((mut c, _)) if inner.stop_requested.load(Ordering::SeqCst) => {
+                    // stop() came in while QEMU was being restarted
+                    let _ = c.kill().await;
+                    let status = c.wait().await;
+                    tracing::debug!(vmid = inner.vmid, ?status, "restarted QEMU stopped again");
+                }
                 Ok((c, q)) => {
                     child = c;
                     qmp = q;
@@ -350,7 +356,7 @@ async fn supervise(inner: Arc<Inner>, mut child: Child, mut qmp: Arc<QmpClient>)
                 }
             }
         }
-        let reason = if requested {
+        let reason = if requested || inner.stop_requested.load(Ordering::SeqCst) {
             StopReason::Requested
         } else if kind == Some("shutdown") || (kind == Some("reset") && !inner.reboot_allowed) {
             StopReason::GuestShutdown

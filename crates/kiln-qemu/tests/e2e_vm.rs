@@ -542,3 +542,34 @@ fn kvm_probe_answers() {
     // the probe guest itself works (under TCG), so a "no" means KVM, not the probe, failed
     assert!(kiln_qemu::spec::boot_probe("tcg", "max"));
 }
+
+/// `reboot: 0`: a guest reset stops the VM instead of restarting it (PVE: "exit on reboot").
+#[tokio::test]
+async fn reboot_disabled_stops_on_reset() {
+    if !e2e() {
+        return;
+    }
+    let dir = short_tempdir();
+    let vm = RunningVm::start(spec_in(
+        dir.path(),
+        104,
+        &[("memory", "64"), ("reboot", "0")],
+    ))
+    .await
+    .unwrap();
+    let mut events = vm.subscribe();
+    vm.reset().await.unwrap();
+    assert!(vm.wait_stopped(Duration::from_secs(20)).await);
+    let mut reason = None;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, VmEvent::Rebooted { .. }),
+            "restarted despite reboot=0"
+        );
+        if let VmEvent::Stopped { reason: r } = e {
+            reason = Some(r);
+        }
+    }
+    assert_eq!(reason, Some(StopReason::GuestShutdown));
+    assert_eq!(vm.status().await.restarts, 0);
+}
