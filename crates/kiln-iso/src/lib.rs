@@ -443,9 +443,24 @@ impl Fetcher {
         };
         std::fs::create_dir_all(&self.cache_dir).map_err(io_err("create", &self.cache_dir))?;
         let part = Self::part_path(&path);
-        let (bytes, resumed_from, got) = self
-            .download(url, &part, digest.as_ref().map(|d| d.algo), progress)
-            .await?;
+        let algo = digest.as_ref().map(|d| d.algo);
+        let (mut bytes, mut resumed_from, mut got) =
+            self.download(url, &part, algo, progress).await?;
+        if resumed_from > 0
+            && digest
+                .as_ref()
+                .zip(got.as_ref())
+                .is_some_and(|(d, g)| *g != d.hex)
+        {
+            // The kept part did not belong to this file (stale or corrupt): start over once, from scratch.
+            tracing::warn!(
+                url,
+                resumed_from,
+                "resumed download does not match the checksum; downloading it whole"
+            );
+            let _ = std::fs::remove_file(&part);
+            (bytes, resumed_from, got) = self.download(url, &part, algo, progress).await?;
+        }
         if let (Some(d), Some(got)) = (&digest, got) {
             if got != d.hex {
                 let _ = std::fs::remove_file(&part);

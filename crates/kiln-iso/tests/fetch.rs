@@ -471,3 +471,31 @@ async fn concurrent_fetches_of_one_iso_download_it_once() {
         "the second fetch waited for the first and found the file cached"
     );
 }
+
+#[tokio::test]
+async fn a_stale_part_file_is_discarded_after_a_mismatch() {
+    let (addr, srv) = start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = fetcher(&dir);
+    let src = IsoSource {
+        urls: vec![format!("http://{addr}/guest.iso")],
+        checksum: format!("sha256:{}", sha(&srv)),
+    };
+    std::fs::create_dir_all(f.cache_dir()).expect("mkdir");
+    let mut part = f.cache_path(&src).into_os_string();
+    part.push(".part");
+    std::fs::write(&part, vec![0x42u8; 100_000]).expect("stale part");
+    let got = f.fetch(&src, &no_progress).await.expect("download");
+    assert_eq!(
+        got.action,
+        Action::Downloaded {
+            bytes: srv.body.len() as u64,
+            resumed_from: 0
+        }
+    );
+    assert_eq!(std::fs::read(&got.path).expect("read"), srv.body);
+    let reqs = requests(&srv);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].1.as_deref(), Some("bytes=100000-"));
+    assert_eq!(reqs[1].1, None);
+}
