@@ -192,6 +192,9 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
+    /// Longest line kept whole; longer output is delivered in pieces.
+    pub const MAX_LINE: usize = 64 * 1024;
+
     pub fn push(&mut self, data: &[u8], sink: LineSink<'_>) {
         self.buf.extend_from_slice(data);
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -201,6 +204,11 @@ impl LineBuffer {
                 line.pop();
             }
             sink(&String::from_utf8_lossy(&line));
+        }
+        // output without newlines (progress bars, binary): do not buffer it without bound
+        if self.buf.len() > Self::MAX_LINE {
+            let chunk = std::mem::take(&mut self.buf);
+            sink(&String::from_utf8_lossy(&chunk));
         }
     }
 
@@ -241,6 +249,10 @@ mod tests {
         b.finish(&sink);
         b.finish(&sink);
         assert_eq!(*lines.lock().expect("lock"), vec!["a", "bc", "", "d"]);
+        let big = vec![b'x'; LineBuffer::MAX_LINE + 1];
+        lines.lock().expect("lock").clear();
+        b.push(&big, &sink);
+        assert_eq!(lines.lock().expect("lock").len(), 1);
     }
 
     #[test]
