@@ -238,7 +238,9 @@ pub fn generate(source: &Path) -> Result<String> {
         .map(|e| e.into_path())
         .filter(|p| {
             let n = p.to_string_lossy();
-            [".hcl", ".json", ".tmpl", ".yaml", ".yml"].iter().any(|x| n.ends_with(x))
+            [".hcl", ".json", ".tmpl", ".yaml", ".yml"]
+                .iter()
+                .any(|x| n.ends_with(x))
         })
         .collect();
     files.sort();
@@ -270,7 +272,11 @@ pub fn run(args: Args) -> Result<()> {
     let out = root.join(OUT);
     let outputs = [
         (OUT, out, generate(&args.source)?),
-        (QCODES_OUT, root.join(QCODES_OUT), generate_qcodes(&args.keys)?),
+        (
+            QCODES_OUT,
+            root.join(QCODES_OUT),
+            generate_qcodes(&args.keys)?,
+        ),
     ];
     for (name, path, text) in outputs {
         if args.check {
