@@ -124,7 +124,11 @@ impl Qmp {
         echo_timeout: Duration,
     ) -> Result<usize> {
         let steps = keys::parse(cmd)?;
-        let len = || std::fs::metadata(serial.path()).map(|m| m.len()).unwrap_or(0);
+        let len = || {
+            std::fs::metadata(serial.path())
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
         let mut n = 0;
         for s in steps {
             match s {

@@ -33,7 +33,14 @@ fn rejected(name: &str, user_data: &str, seed: Seed, reason: &str) {
     // raw sparse disk: "untouched" = still no allocated block afterwards
     let disk = dir.join("disk.raw");
     create_disk(&disk, "4G");
-    let mut spec = Spec::new(dir, &iso, &disk, Net::User { ssh_port: free_port() });
+    let mut spec = Spec::new(
+        dir,
+        &iso,
+        &disk,
+        Net::User {
+            ssh_port: free_port(),
+        },
+    );
     let ds = match seed {
         Seed::Http { ds } => ds.replace(
             "{url}",
@@ -88,8 +95,14 @@ fn rejected(name: &str, user_data: &str, seed: Seed, reason: &str) {
     );
     assert_eq!(must(qmp.query_status(), "query-status"), "running");
     let text = serial.text();
-    assert!(text.contains("stays up"), "{name}: installer did not stay up");
-    assert!(!text.contains("target disk"), "{name}: installer went on to the disk");
+    assert!(
+        text.contains("stays up"),
+        "{name}: installer did not stay up"
+    );
+    assert!(
+        !text.contains("target disk"),
+        "{name}: installer went on to the disk"
+    );
     let blocks = must(std::fs::metadata(&disk), "stat disk").blocks();
     assert_eq!(blocks, 0, "{name}: the disk was written to");
     must(qmp.quit(), "quit");

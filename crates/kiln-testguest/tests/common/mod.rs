@@ -340,7 +340,11 @@ pub fn full_flow(f: &FullFlow) {
         "installer start",
     );
     ph.mark("boot command -> installer /init");
-    let cmdline = serial.line_with("cmdline:").unwrap_or_default();
+    must(
+        serial.wait_for("] cmdline: ", 1, alive_timeout, || qemu.is_running()),
+        "installer logs its command line",
+    );
+    let cmdline = serial.line_with("] cmdline: ").unwrap_or_default();
     let want = ds.replace("\\;", ";").replace(['"', '\''], "");
     assert!(
         cmdline.replace(['"', '\''], "").contains(&want),
