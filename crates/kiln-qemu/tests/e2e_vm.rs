@@ -50,6 +50,11 @@ async fn qemu_accepts_generated_command_lines() {
     let efi = dir.path().join("vols/local-lvm/vm-100-disk-3");
     std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &efi)
         .expect("OVMF_VARS_4M.fd (Debian package ovmf)");
+    // efidisk as the sandbox stores it on local-lvm: the vars template converted to qcow2
+    let efi_q = dir.path().join("vols/local-lvm/vm-100-disk-4.qcow2");
+    disk::convert(&efi, &efi_q, ImageFormat::Qcow2)
+        .await
+        .unwrap();
     let iso = dir.path().join("vols/local/iso/x.iso");
     std::fs::create_dir_all(iso.parent().unwrap()).unwrap();
     std::fs::write(&iso, vec![0u8; 1 << 20]).unwrap();
@@ -107,6 +112,10 @@ async fn qemu_accepts_generated_command_lines() {
         vec![
             ("machine", "pc-q35-9.2+pve1"),
             ("bios", "ovmf"),
+            (
+                "efidisk0",
+                "local-lvm:vm-100-disk-4.qcow2,efitype=4m,size=528K",
+            ),
             ("scsihw", "lsi"),
             ("scsi0", "local-lvm:vm-100-disk-0"),
             ("ide2", "none,media=cdrom"),
