@@ -232,7 +232,18 @@ async fn authenticate(
                 publickey(handle, user, Arc::new(key)).await.map_err(hs)?
             }
             SshAuth::TempKey(k) => publickey(handle, user, k.private_key()).await.map_err(hs)?,
-            SshAuth::Agent => agent_auth(handle, user).await?,
+            SshAuth::Agent => match agent_auth(handle, user).await {
+                Ok(r) => r,
+                // an unusable agent must not hide the other configured methods
+                Err(e) if cfg.auth.len() > 1 => {
+                    warn!(error = %e, "ssh-agent unusable; trying the other methods");
+                    if let Some(t) = tried.last_mut() {
+                        *t = format!("ssh-agent ({e})");
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
         match result {
             AuthResult::Success => {

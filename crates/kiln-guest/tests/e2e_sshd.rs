@@ -546,9 +546,21 @@ async fn agent_auth() {
         std::env::set_var("SSH_AUTH_SOCK", &sock);
     }
     let r = SshCommunicator::connect(cfg(&s, vec![SshAuth::Agent])).await;
+    // an agent without the right key does not stop the password from being tried
+    let mut other = cfg(
+        &s,
+        vec![SshAuth::Agent, SshAuth::Password(TEST_PASSWORD.into())],
+    );
+    other.username = TEST_USER.into();
+    let _ = std::process::Command::new("ssh-add")
+        .arg("-D")
+        .env("SSH_AUTH_SOCK", &sock)
+        .output();
+    let fallback = SshCommunicator::connect(other).await;
     let _ = agent.kill();
     let _ = agent.wait();
     let c = r.expect("agent auth");
+    fallback.expect("password after an empty agent");
     let o = c
         .exec_capture("echo via-agent", &CancellationToken::new())
         .await
