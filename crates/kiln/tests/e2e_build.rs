@@ -577,6 +577,20 @@ fn e2e_kiln_build_on_sandbox() {
     assert!(sb
         .wait_task(&ns, &upid, Duration::from_secs(120))
         .starts_with("OK"));
+    // as on PVE, a clone's cloud-init drive configures the NIC only when told to
+    let r = sb.api(
+        &ns,
+        "POST",
+        "/nodes/pve/qemu/9100/config",
+        &[("ipconfig0", "ip=dhcp")],
+    );
+    if let Some(u) = r["data"].as_str() {
+        assert!(
+            sb.wait_task(&ns, u, Duration::from_secs(60))
+                .starts_with("OK"),
+            "clone config"
+        );
+    }
     let r = sb.api(&ns, "POST", "/nodes/pve/qemu/9100/status/start", &[]);
     if let Some(u) = r["data"].as_str() {
         assert!(

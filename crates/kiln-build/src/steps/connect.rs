@@ -120,10 +120,18 @@ impl Step<BuildState> for StepConnect {
 
 /// The client's messages already say what/why/what to try; add the build-level framing.
 fn explain_connect(e: &kiln_pve::Error) -> String {
+    let text = e.to_string();
+    let hinted = text.contains("hint:");
     match e.status() {
-        Some(401) => format!("Proxmox VE rejected the login: {e}\n  check username (user@realm), password or token (PROXMOX_PASSWORD / PROXMOX_TOKEN)"),
-        Some(403) => format!("Proxmox VE denied access: {e}\n  an API token with privilege separation starts with no permissions: grant it ACLs or disable privsep"),
-        _ => format!("cannot connect to Proxmox VE: {e}"),
+        Some(401) if hinted => format!("Proxmox VE rejected the login: {text}"),
+        Some(401) => format!(
+            "Proxmox VE rejected the login: {text}\n  check username (user@realm), password or token (PROXMOX_PASSWORD / PROXMOX_TOKEN)"
+        ),
+        Some(403) if hinted => format!("Proxmox VE denied access: {text}"),
+        Some(403) => format!(
+            "Proxmox VE denied access: {text}\n  an API token with privilege separation starts with no permissions: grant it ACLs or disable privsep"
+        ),
+        _ => format!("cannot connect to Proxmox VE: {text}"),
     }
 }
 
