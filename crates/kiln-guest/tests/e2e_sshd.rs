@@ -547,11 +547,10 @@ async fn agent_auth() {
     }
     let r = SshCommunicator::connect(cfg(&s, vec![SshAuth::Agent])).await;
     // an agent without the right key does not stop the password from being tried
-    let mut other = cfg(
+    let other = cfg(
         &s,
         vec![SshAuth::Agent, SshAuth::Password(TEST_PASSWORD.into())],
     );
-    other.username = TEST_USER.into();
     let _ = std::process::Command::new("ssh-add")
         .arg("-D")
         .env("SSH_AUTH_SOCK", &sock)
