@@ -329,3 +329,42 @@ build {{
         "a missing agent fails init: {text}"
     );
 }
+
+/// `--upload` stages the fetched ISO on the sandbox's `local` storage once; a second run finds it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_upload_stages_the_iso_on_pve_storage_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (addr, srv) = start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = kiln_sandbox::SandboxConfig::new(dir.path().join("state"));
+    cfg.tokens = vec![("root@pam!kiln".into(), "sandbox-secret".into())];
+    cfg.auth_failure_delay = std::time::Duration::ZERO;
+    let sb = kiln_sandbox::Sandbox::start(cfg).await.expect("sandbox");
+    template(dir.path(), addr);
+    let path = dir.path().join("guest.pkr.hcl");
+    let hcl = std::fs::read_to_string(&path).expect("read");
+    let hcl = hcl
+        .replace("https://127.0.0.1:8006/api2/json", &sb.url)
+        .replace(
+            "token       = \"secret\"",
+            "token       = \"sandbox-secret\"\n  insecure_skip_tls_verify = true",
+        )
+        .replace(
+            "node        = \"pve\"",
+            &format!("node        = \"{}\"", sb.node),
+        );
+    std::fs::write(&path, hcl).expect("write");
+    let cache = dir.path().join("cache");
+
+    let (code, out) = kiln_init(dir.path(), &cache, &["--upload"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("local:iso/guest.iso: uploaded 2000000 bytes"),
+        "{out}"
+    );
+    let (code, out) = kiln_init(dir.path(), &cache, &["--upload"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("local:iso/guest.iso: already on"), "{out}");
+    assert_eq!(requests(&srv).len(), 2, "the ISO was downloaded once");
+    sb.shutdown().await;
+}

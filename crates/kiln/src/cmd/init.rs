@@ -29,10 +29,11 @@ pub struct Args {
     /// Report what would be fetched and installed, without network access
     #[arg(long)]
     pub offline: bool,
-    /// ISO cache directory (default: $KILN_ISO_CACHE, else $XDG_CACHE_HOME/kiln/iso, else ~/.cache/kiln/iso)
+    /// ISO cache directory (default: $KILN_ISO_CACHE, else $XDG_CACHE_HOME/kiln/iso, else ~/.cache/kiln/iso;
+    /// `kiln build` uses the default, so set KILN_ISO_CACHE to share another directory with it)
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Also stage the ISOs on the target PVE storage (not implemented yet: the build uploads them)
+    /// Also stage the ISOs on each source's iso_storage_pool on PVE, skipping files already there
     #[arg(long)]
     pub upload: bool,
     /// Do not draw progress bars (plain log lines instead)
@@ -44,12 +45,14 @@ pub struct Args {
 struct IsoNeed {
     src: IsoSource,
     users: Vec<String>,
+    /// (run index, iso_storage_pool) for `--upload`.
+    targets: Vec<(usize, Option<String>)>,
 }
 
 fn collect_isos(plan: &kiln_config::BuildPlan) -> (Vec<IsoNeed>, Vec<String>) {
     let mut needs: Vec<IsoNeed> = Vec::new();
     let mut notes = Vec::new();
-    for run in &plan.runs {
+    for (ri, run) in plan.runs.iter().enumerate() {
         let name = run.full_name();
         let c = &run.config;
         for iso in std::iter::once(&c.boot_iso).chain(c.additional_iso_files.iter()) {
@@ -74,11 +77,16 @@ fn collect_isos(plan: &kiln_config::BuildPlan) -> (Vec<IsoNeed>, Vec<String>) {
             }
             let checksum = iso.iso_checksum.clone().unwrap_or_default();
             let src = IsoSource { urls, checksum };
+            let target = (ri, iso.iso_storage_pool.clone().filter(|p| !p.is_empty()));
             match needs.iter_mut().find(|n| n.src == src) {
-                Some(n) => n.users.push(name.clone()),
+                Some(n) => {
+                    n.users.push(name.clone());
+                    n.targets.push(target);
+                }
                 None => needs.push(IsoNeed {
                     src,
                     users: vec![name.clone()],
+                    targets: vec![target],
                 }),
             }
         }
@@ -142,14 +150,19 @@ fn bar_style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
-async fn fetch_isos(needs: &[IsoNeed], fetcher: &Fetcher, show_bars: bool) -> bool {
+async fn fetch_isos(
+    needs: &[IsoNeed],
+    fetcher: &Fetcher,
+    show_bars: bool,
+    fetched: &mut Vec<(usize, kiln_iso::Fetched)>,
+) -> bool {
     let multi = MultiProgress::with_draw_target(if show_bars {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
     });
     let mut ok = true;
-    for need in needs {
+    for (ni, need) in needs.iter().enumerate() {
         let name = Fetcher::file_name(&need.src.urls[0]);
         let bar = multi.add(ProgressBar::new(0));
         bar.set_style(bar_style());
@@ -189,13 +202,177 @@ async fn fetch_isos(needs: &[IsoNeed], fetcher: &Fetcher, show_bars: bool) -> bo
                 };
                 let digest = got
                     .digest
+                    .as_ref()
                     .map(|d| d.to_string())
                     .unwrap_or_else(|| "no checksum (iso_checksum = none)".into());
                 println!("  {name}: {what} -> {} [{digest}]", got.path.display());
+                fetched.push((ni, got));
             }
             Err(e) => {
                 println!("  {name}: error: {e}");
                 ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// PVE connection options from a source's settings (env fallbacks as Packer: PROXMOX_URL, PROXMOX_USERNAME,
+/// PROXMOX_TOKEN, PROXMOX_PASSWORD).
+fn connect_options(
+    cfg: &kiln_config::model::ProxmoxIsoConfig,
+) -> Result<kiln_pve::ConnectOptions, String> {
+    use kiln_pve::{Auth, ConnectOptions, Secret, Tls};
+    let pick = |v: &Option<String>, k: &str| {
+        v.clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var(k).ok().filter(|s| !s.is_empty()))
+    };
+    let url = pick(&cfg.proxmox_url, "PROXMOX_URL")
+        .ok_or("proxmox_url must be specified (or set PROXMOX_URL)")?;
+    let username = pick(&cfg.username, "PROXMOX_USERNAME")
+        .ok_or("username must be specified (or set PROXMOX_USERNAME)")?;
+    let auth = match (
+        pick(&cfg.token, "PROXMOX_TOKEN"),
+        pick(&cfg.password, "PROXMOX_PASSWORD"),
+    ) {
+        (Some(t), _) => Auth::Token {
+            token_id: username,
+            secret: Secret::new(t),
+        },
+        (None, Some(p)) => Auth::Password {
+            username,
+            password: Secret::new(p),
+        },
+        (None, None) => {
+            return Err(
+                "password or token must be specified (or set PROXMOX_PASSWORD / PROXMOX_TOKEN)"
+                    .into(),
+            )
+        }
+    };
+    let mut o = ConnectOptions::new(url.clone(), auth);
+    o.tls = match pick(&cfg.proxmox_fingerprint, "PROXMOX_FINGERPRINT") {
+        Some(f) => Tls::Pin {
+            sha256_fingerprint: f,
+        },
+        None if cfg.insecure_skip_tls_verify => Tls::Insecure,
+        None => Tls::default(),
+    };
+    o.allow_http = url.starts_with("http://");
+    Ok(o)
+}
+
+/// `--upload`: stage each fetched ISO on the `iso_storage_pool` of every source that uses it (skipping files already
+/// there with the same size), under the name `kiln build` looks for.
+async fn upload_isos(
+    plan: &kiln_config::BuildPlan,
+    needs: &[IsoNeed],
+    fetched: &[(usize, kiln_iso::Fetched)],
+    show_bars: bool,
+) -> bool {
+    use kiln_pve::{UploadContent, UploadRequest};
+    let mut ok = true;
+    let mut done: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    for (ni, got) in fetched {
+        let name = match got.action {
+            Action::Local => std::fs::canonicalize(&got.path)
+                .unwrap_or_else(|_| got.path.clone())
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("image.iso")
+                .to_string(),
+            _ => Fetcher::file_name(&got.url),
+        };
+        let size = std::fs::metadata(&got.path).map(|m| m.len()).unwrap_or(0);
+        for (ri, pool) in &needs[*ni].targets {
+            let Some(run) = plan.runs.get(*ri) else {
+                continue;
+            };
+            let cfg = &run.config;
+            let pool = pool.clone().unwrap_or_else(|| "local".to_string());
+            let key = (
+                cfg.proxmox_url.clone().unwrap_or_default(),
+                cfg.node.clone(),
+                pool.clone(),
+                name.clone(),
+            );
+            if !done.insert(key) {
+                continue;
+            }
+            let volid = format!("{pool}:iso/{name}");
+            let opts = match connect_options(cfg) {
+                Ok(o) => o,
+                Err(e) => {
+                    println!("  upload {volid}: {e}");
+                    ok = false;
+                    continue;
+                }
+            };
+            let client = match kiln_pve::Client::connect(opts).await {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("  upload {volid}: cannot connect to PVE: {e}");
+                    ok = false;
+                    continue;
+                }
+            };
+            match client
+                .find_volume(&cfg.node, &pool, UploadContent::Iso, &name)
+                .await
+            {
+                Ok(Some(c)) if c.size == size => {
+                    println!(
+                        "  {volid}: already on {} with the same size, not uploading",
+                        cfg.node
+                    );
+                    continue;
+                }
+                Ok(Some(_)) => {
+                    println!("  {volid}: exists on {} with a different size; delete it or rename the ISO", cfg.node);
+                    ok = false;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    println!("  {volid}: cannot list storage {pool} on {}: {e}", cfg.node);
+                    ok = false;
+                    continue;
+                }
+            }
+            let bar = if show_bars {
+                ProgressBar::new(size)
+            } else {
+                ProgressBar::hidden()
+            };
+            bar.set_style(bar_style());
+            bar.set_message(format!("upload {name}"));
+            let b2 = bar.clone();
+            let cb: kiln_pve::UploadProgress =
+                std::sync::Arc::new(move |sent, _total| b2.set_position(sent));
+            let req = UploadRequest {
+                path: got.path.clone(),
+                filename: name.clone(),
+                content: UploadContent::Iso,
+                checksum: None,
+            };
+            let res = match client.upload(&cfg.node, &pool, &req, Some(cb)).await {
+                Ok(upid) => {
+                    let wait = kiln_pve::WaitOptions {
+                        timeout: std::time::Duration::from_secs(3600),
+                        ..Default::default()
+                    };
+                    client.wait_task(&upid, &wait, None).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            bar.finish_and_clear();
+            match res {
+                Ok(()) => println!("  {volid}: uploaded {size} bytes to {}", cfg.node),
+                Err(e) => {
+                    println!("  {volid}: upload failed: {e}");
+                    ok = false;
+                }
             }
         }
     }
@@ -470,15 +647,20 @@ pub async fn run(args: Args) -> CmdResult {
         for n in &needs {
             tracing::debug!(users = ?n.users, urls = ?n.src.urls, "ISO needed");
         }
-        ok &= if args.offline {
-            report_offline(&needs, &fetcher)
+        if args.offline {
+            ok &= report_offline(&needs, &fetcher);
+            if args.upload {
+                println!("  --upload: would stage the ISOs on the sources' iso_storage_pool (skipped offline)");
+            }
         } else {
             let bars = !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            fetch_isos(&needs, &fetcher, bars).await
-        };
-    }
-    if args.upload {
-        println!("  --upload: staging on PVE storage is not implemented yet; `kiln build` uploads the ISO itself");
+            let mut fetched = Vec::new();
+            ok &= fetch_isos(&needs, &fetcher, bars, &mut fetched).await;
+            if args.upload {
+                println!("==> staging ISOs on PVE storage");
+                ok &= upload_isos(plan, &needs, &fetched, bars).await;
+            }
+        }
     }
 
     println!("==> local tools");
