@@ -118,6 +118,24 @@ pub fn format_hcl(src: &str) -> Result<String, String> {
             j = i + 1;
             width = 0;
         }
+        // trailing comments in the run line up one space after the longest code part
+        let cwidth = out[i..j]
+            .iter()
+            .filter_map(|l| {
+                split_comment(&l.value)
+                    .1
+                    .map(|_| split_comment(&l.value).0.chars().count())
+            })
+            .max()
+            .unwrap_or(0);
+        for l in &mut out[i..j] {
+            if let (code, Some(comment)) = split_comment(&l.value) {
+                if !l.multiline {
+                    let pad = cwidth.saturating_sub(code.chars().count());
+                    l.value = format!("{code}{} {comment}", " ".repeat(pad));
+                }
+            }
+        }
         for l in &mut out[i..j] {
             if let Some(k) = &l.key {
                 let pad = width.saturating_sub(k.chars().count());
@@ -213,10 +231,44 @@ fn tidy(t: &str) -> String {
         if c == '"' {
             in_str = true;
         }
+        // `label"{` → `label" {`
+        if c == '{' && out.ends_with('"') {
+            out.push(' ');
+        }
         out.push(c);
+        // `a,b` → `a, b`
+        if c == ',' && b.get(i + 1).is_some_and(|n| *n != ' ') {
+            out.push(' ');
+        }
         i += 1;
     }
     out
+}
+
+/// Split `code # comment` (comment outside strings) into the trimmed code and the comment.
+fn split_comment(v: &str) -> (String, Option<String>) {
+    let b = v.as_bytes();
+    let mut in_str = false;
+    let mut interp = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            match c {
+                b'\\' => i += 1,
+                b'"' if interp == 0 => in_str = false,
+                b'{' if i > 0 && (b[i - 1] == b'$' || b[i - 1] == b'%') => interp += 1,
+                b'}' if interp > 0 => interp -= 1,
+                _ => {}
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else if c == b'#' || (c == b'/' && i + 1 < b.len() && b[i + 1] == b'/') {
+            return (v[..i].trim_end().to_string(), Some(v[i..].to_string()));
+        }
+        i += 1;
+    }
+    (v.to_string(), None)
 }
 
 struct Line {
@@ -451,6 +503,14 @@ mod tests {
         let want = "# top comment\nsource \"proxmox-iso\" \"x\" {\n  node   = \"pve\" # trailing\n  memory = 2048\n\n  // group two\n  cores = 2\n  disks {\n    type = \"scsi\"\n  }\n  boot_command = [\n    \"<esc>\",\n  ]\n}\n";
         assert_eq!(format_hcl(src).unwrap(), want);
         // idempotent
+        assert_eq!(format_hcl(want).unwrap(), want);
+    }
+
+    #[test]
+    fn token_spacing_and_comment_alignment() {
+        let src = "local \"x\"{\n  expression = contains([\"a\",\"b\"],   \"a\") # c1\n}\nv1 = \"long value\" # one\nvv2 = \"s\" # two\nv3 = [ \"x\" ]\n";
+        let want = "local \"x\" {\n  expression = contains([\"a\", \"b\"], \"a\") # c1\n}\nv1  = \"long value\" # one\nvv2 = \"s\"          # two\nv3  = [\"x\"]\n";
+        assert_eq!(format_hcl(src).unwrap(), want);
         assert_eq!(format_hcl(want).unwrap(), want);
     }
 

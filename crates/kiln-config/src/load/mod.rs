@@ -36,6 +36,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         warnings: Vec::new(),
     };
     let plan = l.run(path);
+    // the same source used by several builds repeats its warnings: keep each once
+    let mut seen = HashSet::new();
+    l.warnings.retain(|w| seen.insert(w.one_line()));
     if l.errors.is_empty() {
         if let Some(plan) = plan {
             return Ok(Loaded {

@@ -65,12 +65,14 @@ pub fn decode(
             );
         } else if !(t.starts_with("http://") || t.starts_with("https://")) {
             let a = &body.attrs["proxmox_url"];
-            cx.warnings.push(
-                Diag::warning(format!(
-                    "proxmox_url \"{u}\" is not an http(s) URL; the build will fail to connect"
-                ))
-                .at(&a.file, Some(a.span.clone())),
-            );
+            let mut w = Diag::warning(format!(
+                "proxmox_url \"{u}\" is not an http(s) URL; the build will fail to connect"
+            ))
+            .at(&a.file, Some(a.span.clone()));
+            if u.starts_with('$') {
+                w = w.with_help("this looks like a shell variable: it is kept literally (no shell expansion in templates); set the variable itself with -var or PKR_VAR_<name>");
+            }
+            cx.warnings.push(w);
         }
         c.proxmox_url = Some(t);
     } else if !d.failed("proxmox_url") && !env_set(cx.env, "PROXMOX_URL") {
