@@ -73,6 +73,23 @@ fn parse_part(part: &str) -> Result<Key, KeyError> {
         .ok_or_else(err)
 }
 
+/// `QKeyCode`s newer than QEMU 7.2 (Debian bookworm), sent as their XT scancode numbers
+/// instead (the `number` key type of `send-key`), which every QEMU understands.
+const NEWER_QCODES: &[(&str, u32)] = &[
+    ("f13", 0x64),
+    ("f14", 0x65),
+    ("f15", 0x66),
+    ("f16", 0x67),
+    ("f17", 0x68),
+    ("f18", 0x69),
+    ("f19", 0x6a),
+    ("f20", 0x6b),
+    ("f21", 0x6c),
+    ("f22", 0x6d),
+    ("f23", 0x6e),
+    ("f24", 0x76),
+];
+
 impl KeyChord {
     /// The `keys` array of QMP `send-key`.
     pub fn to_qmp(&self) -> Value {
@@ -80,7 +97,10 @@ impl KeyChord {
             self.0
                 .iter()
                 .map(|k| match k {
-                    Key::QCode(q) => json!({"type": "qcode", "data": q}),
+                    Key::QCode(q) => match NEWER_QCODES.iter().find(|(n, _)| n == q) {
+                        Some((_, num)) => json!({"type": "number", "data": num}),
+                        None => json!({"type": "qcode", "data": q}),
+                    },
                     Key::Number(n) => json!({"type": "number", "data": n}),
                 })
                 .collect(),
@@ -141,6 +161,11 @@ mod tests {
         assert_eq!(
             parse("0x1c").unwrap().to_qmp(),
             json!([{"type":"number","data":28}])
+        );
+        assert_eq!(
+            parse("f13").unwrap().to_qmp(),
+            json!([{"type":"number","data":0x64}]),
+            "QEMU 7.2 has no f13 qcode"
         );
         assert_eq!(
             parse("shift-0x1E").unwrap().0[1],

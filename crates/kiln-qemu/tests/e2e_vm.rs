@@ -220,6 +220,11 @@ async fn seabios_vm_lifecycle() {
     ] {
         vm.send_key(k).await.unwrap_or_else(|e| panic!("{k}: {e}"));
     }
+    // every name of the table reaches the guest, also those newer than QEMU 7.2 (f13..f24)
+    for k in kiln_qemu::keys::qcodes() {
+        vm.send_key(k).await.unwrap_or_else(|e| panic!("{k}: {e}"));
+    }
+    vm.send_key("ctrl-alt-delete").await.unwrap();
     match vm.send_key("shift-foo").await {
         Err(VmError::Key(e)) => assert_eq!(e.to_string(), "invalid parameter: foo"),
         other => panic!("{other:?}"),
