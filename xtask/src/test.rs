@@ -50,6 +50,7 @@ pub const PACKAGES: &[&str] = &[
     // misc tools used by tests
     "python3",
     "socat",
+    "curl",
     "ca-certificates",
     "kmod",
 ];
