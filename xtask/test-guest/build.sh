@@ -149,8 +149,8 @@ for a in $("$I/bin/busybox" --list); do
     ln -sf busybox "$I/bin/$a"
 done
 # real tools busybox lacks (GPT sfdisk, ext4 mkfs, blkid -s UUID, zstd) and python3 + PyYAML
-copy_with_libs /sbin/sfdisk /sbin/wipefs /sbin/blkid /sbin/mke2fs /usr/bin/zstd /usr/bin/python3.11
-for tool in sfdisk wipefs blkid mke2fs; do rm -f "$I/bin/$tool"; ln -sf "/sbin/$tool" "$I/usr/sbin/$tool"; done
+copy_with_libs /sbin/sfdisk /sbin/wipefs /sbin/blkid /sbin/mke2fs /sbin/mkfs.fat /usr/bin/zstd /usr/bin/python3.11
+for tool in sfdisk wipefs blkid mke2fs mkfs.fat; do rm -f "$I/bin/$tool"; ln -sf "/sbin/$tool" "$I/usr/sbin/$tool"; done
 rm -f "$I/bin/zstd"; ln -sf python3.11 "$I/usr/bin/python3"
 ln -sf /sbin/mke2fs "$I/sbin/mkfs.ext4"; cp "$R/etc/mke2fs.conf" "$I/etc/"
 # python3 + PyYAML for autoinstall.py: only the modules it really imports (traced in the rootfs

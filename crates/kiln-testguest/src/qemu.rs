@@ -49,9 +49,23 @@ pub struct Spec {
     pub boot_menu: bool,
     /// `-no-reboot`: a guest reboot makes QEMU exit (the harness restarts it)
     pub no_reboot: bool,
+    /// UEFI: (OVMF code, writable copy of the OVMF vars) as pflash, like PVE's `bios: ovmf`
+    pub ovmf: Option<(PathBuf, PathBuf)>,
 }
 
+/// OVMF firmware of Debian's `ovmf` package: (code, vars template).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 impl Spec {
+    /// Boot with UEFI (OVMF): copies the vars template into `dir`.
+    pub fn use_ovmf(&mut self, dir: &Path) -> Result<()> {
+        let vars = dir.join("efivars.fd");
+        std::fs::copy(OVMF_VARS, &vars).map_err(io(format!("copy {OVMF_VARS} (package ovmf)")))?;
+        self.ovmf = Some((PathBuf::from(OVMF_CODE), vars));
+        Ok(())
+    }
+
     /// PVE-like defaults: i440fx, 2 vCPUs, 2 GiB, virtio-scsi disk, IDE CD-ROM, virtio NIC.
     pub fn new(dir: &Path, iso: &Path, disk: &Path, net: Net) -> Spec {
         Spec {
@@ -69,6 +83,7 @@ impl Spec {
             qga_sock: dir.join("qga.sock"),
             boot_menu: true,
             no_reboot: true,
+            ovmf: None,
         }
     }
 
@@ -90,6 +105,17 @@ impl Spec {
             &self.mem_mib.to_string(),
         ]);
         push(&["-display", "none", "-vga", "std", "-nodefaults"]);
+        if let Some((code, vars)) = &self.ovmf {
+            push(&[
+                "-drive",
+                &format!(
+                    "if=pflash,unit=0,format=raw,readonly=on,file={}",
+                    code.display()
+                ),
+                "-drive",
+                &format!("if=pflash,unit=1,format=raw,file={}", vars.display()),
+            ]);
+        }
         push(&[
             "-chardev",
             &format!("file,id=ser0,append=on,path={}", self.serial_log.display()),

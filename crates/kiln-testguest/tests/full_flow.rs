@@ -18,5 +18,6 @@ fn full_flow_user_net_edit_style_virtio_scsi_acpi_poweroff() {
         console_style: false,
         ds: "ds=nocloud-net\\;s={url}",
         poweroff: PowerOff::AcpiButton,
+        uefi: false,
     });
 }

@@ -277,6 +277,8 @@ pub struct FullFlow {
     /// `{url}` is replaced by the seed URL
     pub ds: &'static str,
     pub poweroff: PowerOff,
+    /// boot with UEFI (OVMF) instead of SeaBIOS
+    pub uefi: bool,
 }
 
 /// The whole flow: ISO boot -> boot command -> seed fetched -> install -> restart on the disk ->
@@ -323,6 +325,9 @@ pub fn full_flow(f: &FullFlow) {
     spec.machine = f.machine.into();
     spec.disk_bus = f.disk_bus;
     spec.nic_model = f.nic_model.into();
+    if f.uefi {
+        must(spec.use_ovmf(dir), "OVMF");
+    }
     ph.mark("prepared (key, seed server, disk)");
 
     let cmd = if f.console_style {
