@@ -15,6 +15,41 @@
 //! * [`net`] — the sandbox LAN: bridge + dnsmasq + tap devices inside a network namespace;
 //! * [`disk`] — `qemu-img` helpers (create, convert for full clones, info, PVE size strings).
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_qemu::{Accel, RunningVm, VmSpec};
+//! let config = [
+//!     ("memory", "2048"),
+//!     ("scsihw", "virtio-scsi-single"),
+//!     ("scsi0", "local-lvm:vm-100-disk-0,iothread=1,size=8G"),
+//!     ("ide2", "local:iso/ubuntu.iso,media=cdrom"),
+//!     ("net0", "virtio=BC:24:11:5E:7A:01,bridge=vmbr0"),
+//!     ("boot", "order=scsi0;ide2;net0"),
+//!     ("agent", "1"),
+//! ]
+//! .iter()
+//! .map(|(k, v)| (k.to_string(), v.to_string()))
+//! .collect();
+//! let vm = RunningVm::start(VmSpec {
+//!     vmid: 100,
+//!     name: "ubuntu".into(),
+//!     config,
+//!     // the sandbox's storage layer resolves volume ids
+//!     volume_path: Box::new(|volid| Some(format!("/srv/kiln/{}", volid.replace(':', "/")).into())),
+//!     run_dir: "/run/kiln/100".into(),
+//!     accel: Accel::Tcg,
+//! })
+//! .await?;
+//! vm.send_key("ret").await?;
+//! let ifaces = vm.agent("guest-network-get-interfaces", None).await?;
+//! # let _ = ifaces;
+//! vm.powerdown().await?;
+//! if !vm.wait_stopped(std::time::Duration::from_secs(60)).await {
+//!     vm.stop().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Everything that touches the host (QEMU, `ip`, dnsmasq, `qemu-img`) is exercised by tests gated on
 //! `KILN_E2E=1`; the pure parts (command lines, keys, cloud-init content) have unit tests.
 
