@@ -4,6 +4,7 @@
 mod bootcmd_corpus;
 mod config_docs;
 mod corpus;
+mod demo;
 mod regen_schema;
 mod test;
 mod test_guest;
@@ -31,6 +32,8 @@ enum Task {
     Corpus(corpus::Args),
     /// Write docs/configuration.md from kiln-config's typed model (--check: fail when stale)
     ConfigDocs(config_docs::Args),
+    /// First run without Proxmox: sandbox + `kiln build examples/test-guest` + a booted clone, then cleanup
+    Demo(demo::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Task::BootcmdCorpus(a) => bootcmd_corpus::run(a),
         Task::Corpus(a) => corpus::run(a),
         Task::ConfigDocs(a) => config_docs::run(a),
+        Task::Demo(a) => demo::run(a),
     }
 }
