@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Build Proxmox VE VM templates from installer ISOs (Packer HCL2 compatible)")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build Proxmox VE VM templates from installer ISOs (Packer HCL2 compatible)"
+)]
 struct Cli {
     /// More log output (-v debug, -vv trace). `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -41,7 +45,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help/version with exit 0 and usage errors with exit 2
-            let code = if e.use_stderr() { exit::Code::Usage } else { exit::Code::Ok };
+            let code = if e.use_stderr() {
+                exit::Code::Usage
+            } else {
+                exit::Code::Ok
+            };
             let _ = e.print();
             return code.into();
         }
@@ -50,7 +58,10 @@ fn main() -> ExitCode {
     // reqwest is built without a default crypto provider: install ring once, before any client.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
