@@ -189,7 +189,7 @@ impl Step<BuildState> for StepCreateVm {
             match client.qemu_config(&node, vmid, false).await {
                 Ok(c)
                     if c.get("lock") == Some("create")
-                        && t0.elapsed() < Duration::from_secs(60) =>
+                        && t0.elapsed() < Duration::from_secs(15) =>
                 {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
