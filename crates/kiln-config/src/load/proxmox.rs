@@ -322,7 +322,12 @@ pub fn decode(
             boot.iso_target_extension = v.to_lowercase();
         }
     }
-    if body.failed.is_empty() && boot_block.is_none_or(|b| b.body.failed.is_empty()) {
+    // an `iso {}` block (reported as unknown, "did you mean boot_iso") was meant as the boot ISO
+    let misspelt_iso = body.blocks.iter().any(|b| b.ident == "iso");
+    if !misspelt_iso
+        && body.failed.is_empty()
+        && boot_block.is_none_or(|b| b.body.failed.is_empty())
+    {
         check_iso(
             &boot,
             "boot_iso",
