@@ -18,5 +18,5 @@ pub mod model;
 pub mod version;
 
 pub use diag::{ConfigError, Diag, Location, Severity, Warning};
-pub use load::load;
+pub use load::{check_syntax, load};
 pub use model::{BuildPlan, LoadOptions, Loaded, SourceRun};

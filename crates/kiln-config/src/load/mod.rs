@@ -1282,3 +1282,57 @@ fn collect_strings(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// `validate -syntax-only`: parse every `*.pkr.hcl` and `*.pkrvars.hcl` file of a directory (or
+/// the one file given) without evaluating anything. Returns the number of files checked.
+pub fn check_syntax(path: &Path) -> Result<usize, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut files = Vec::new();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            if let Ok(rd) = std::fs::read_dir(path) {
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    if (n.ends_with(".pkr.hcl") || n.ends_with(".pkrvars.hcl"))
+                        && std::fs::metadata(e.path()).is_ok_and(|m| m.is_file())
+                    {
+                        files.push(e.path());
+                    }
+                }
+            }
+        }
+        Ok(_) => files.push(path.to_path_buf()),
+        Err(e) => {
+            return Err(ConfigError::single(Diag::error(format!(
+                "cannot open {}: {e}",
+                path.display()
+            ))))
+        }
+    }
+    files.sort();
+    let mut errors = Vec::new();
+    for p in &files {
+        match std::fs::read_to_string(p) {
+            Ok(t) => {
+                let abs = if p.is_absolute() {
+                    p.clone()
+                } else {
+                    cwd.join(p)
+                };
+                let f = SourceFile::new(p, display_name(&abs, &cwd), t);
+                if let Err(d) = parse_file(&f) {
+                    errors.push(d);
+                }
+            }
+            Err(e) => errors.push(Diag::error(format!("cannot read {}: {e}", p.display()))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files.len())
+    } else {
+        Err(ConfigError {
+            errors,
+            warnings: Vec::new(),
+        })
+    }
+}

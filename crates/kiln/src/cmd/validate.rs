@@ -68,6 +68,9 @@ pub struct Flags {
     /// Do not print warnings
     #[arg(long = "no-warnings")]
     pub no_warnings: bool,
+    /// Only check the HCL syntax of the files (nothing is evaluated)
+    #[arg(long = "syntax-only")]
+    pub syntax_only: bool,
 }
 
 /// Long flags that may be written Packer-style with one dash.
@@ -78,6 +81,7 @@ const LONG: &[&str] = &[
     "except",
     "short",
     "no-warnings",
+    "syntax-only",
     "help",
 ];
 
@@ -140,6 +144,18 @@ pub async fn run(args: Args) -> CmdResult {
             args.template.path.display()
         );
         return Ok(Code::Usage);
+    }
+    if args.syntax_only {
+        return match kiln_config::check_syntax(&args.template.path) {
+            Ok(_) => {
+                println!("Syntax-only check passed. Everything looks okay.");
+                Ok(Code::Ok)
+            }
+            Err(e) => {
+                print_diags(&e.errors, args.short);
+                Ok(Code::Failed)
+            }
+        };
     }
     match kiln_config::load(&args.template.path, &opts) {
         Ok(loaded) => {
