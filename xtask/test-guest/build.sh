@@ -189,7 +189,7 @@ copy_with_libs $(echo "$PYFILES" | grep '\.so$' || true)
 rm -rf "$R/tmp/"*
 # kernel modules + their dependencies
 MODS="virtio_pci virtio_blk virtio_scsi virtio_net virtio_console sd_mod sr_mod cdrom ata_piix ata_generic
-      ahci nvme isofs vfat nls_cp437 nls_iso8859_1 crc32c_generic crc32c-intel ext4 af_packet e1000 e1000e
+      ahci nvme isofs vfat nls_cp437 nls_iso8859_1 nls_utf8 crc32c_generic crc32c-intel ext4 af_packet e1000 e1000e
       8139cp 8139too vmxnet3"
 for m in $MODS; do
     modprobe -d "$R" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}' || true
