@@ -125,11 +125,17 @@ impl Step<BuildState> for StepWaitGuest {
                     diag_said = true;
                 }
                 if Instant::now() >= deadline {
-                    let mut msg = format!("Timeout waiting for SSH: no IP address from the guest agent after {} ({last})", crate::ui::fmt_duration(timeout));
-                    if hport > 0 && !Self::fetched_anything(st) {
-                        msg.push_str("\n  ");
-                        msg.push_str(&http_diagnosis(&hip, hport, since_typed(st)));
-                    }
+                    let waited = crate::ui::fmt_duration(timeout);
+                    let msg = if hport > 0 && !Self::fetched_anything(st) {
+                        // the install never started: the agent's complaint is a consequence
+                        let first = last.lines().next().unwrap_or_default();
+                        format!(
+                            "Timeout waiting for SSH: no IP address from the guest agent after {waited}, and {}\n  (last guest-agent answer: {first})",
+                            http_diagnosis(&hip, hport, since_typed(st))
+                        )
+                    } else {
+                        format!("Timeout waiting for SSH: no IP address from the guest agent after {waited} ({last})")
+                    };
                     return Err(StepError::Failed(msg));
                 }
                 cx.sleep(Duration::from_secs(2)).await?;
