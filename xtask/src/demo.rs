@@ -157,7 +157,9 @@ pub fn run(args: Args) -> Result<()> {
             if interrupted {
                 std::process::exit(130);
             }
-            Err(anyhow!("demo failed in phase '{}'", demo.phase))
+            eprintln!("kiln demo failed in phase '{}'", demo.phase);
+            // exit here: an `Err` from main would add a backtrace under RUST_BACKTRACE=1
+            std::process::exit(1)
         }
     }
 }
