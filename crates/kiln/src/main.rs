@@ -22,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// parsed once per process: the size of the largest variant does not matter
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Check that a template directory or file is valid

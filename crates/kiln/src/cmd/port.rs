@@ -69,10 +69,7 @@ fn run_blocking(args: Args) -> CmdResult {
 fn with_rule(p: &PortArgs, f: impl FnOnce(Rule, Choice) -> CmdResult) -> CmdResult {
     let port = match (p.port, &p.dir) {
         (Some(port), _) => port,
-        (None, Some(dir)) => match crate::cmd::template_http_port(dir) {
-            Ok(port) => port,
-            Err(e) => return Err(e),
-        },
+        (None, Some(dir)) => crate::cmd::template_http_port(dir)?,
         (None, None) => {
             eprintln!("error: which port? pass --port N, or a template directory whose http_port_min kiln uses");
             return Ok(Code::Usage);
