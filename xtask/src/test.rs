@@ -34,6 +34,7 @@ pub const PACKAGES: &[&str] = &[
     "dosfstools",
     "fdisk",
     "zstd",
+    "bc",
     // sandbox network: namespaces, bridge, DHCP
     "iproute2",
     "dnsmasq-base",
