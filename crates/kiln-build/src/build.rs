@@ -21,6 +21,8 @@ pub struct BuildOptions {
     /// `-parallel-builds`: 0 = no limit.
     pub parallel_builds: usize,
     pub http_diag_after: Option<Duration>,
+    /// `--open-firewall[=BACKEND]`: open the HTTP port in the host firewall around each build.
+    pub open_firewall: Option<kiln_firewall::Choice>,
 }
 
 /// One build's result.
@@ -50,6 +52,7 @@ pub fn proxmox_iso_steps() -> Vec<Box<dyn Step<BuildState>>> {
         Box::new(StepConnect),
         Box::new(StepIso::new()),
         Box::new(StepHttpServer),
+        Box::new(crate::steps::firewall::StepFirewall::default()),
         Box::new(StepCreateVm),
         Box::new(StepStartVm),
         Box::new(StepBootCommand),
@@ -136,6 +139,7 @@ async fn build_one(
     let flags = BuildFlags {
         force: opts.force,
         http_diag_after: opts.http_diag_after,
+        open_firewall: opts.open_firewall,
     };
     let abs_root = std::path::absolute(&root).unwrap_or_else(|_| root.clone());
     let mut state = BuildState::new(run.clone(), abs_root, flags);

@@ -75,6 +75,47 @@ impl Netns {
     fn listening_ports(&self) -> String {
         sh(self.exec().args(["ss", "-ltnH"])).1
     }
+    /// A host firewall that drops incoming connections by default (loopback, replies and DHCP
+    /// excepted), as on a hardened build host: the guest reaches kiln's HTTP server only through the
+    /// rule `-open-firewall` adds for the build.
+    fn drop_incoming(&self) {
+        let rules: [&[&str]; 4] = [
+            &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+            &[
+                "-A",
+                "INPUT",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+            &["-A", "INPUT", "-p", "udp", "--dport", "67", "-j", "ACCEPT"],
+            &["-P", "INPUT", "DROP"],
+        ];
+        for r in rules {
+            let (ok, out) = sh(self.exec().arg("iptables").args(r));
+            assert!(ok, "iptables {r:?}: {out}");
+        }
+    }
+    /// iptables-save and ip6tables-save without comments and packet counters.
+    fn ruleset(&self) -> String {
+        let mut all = String::new();
+        for tool in ["iptables-save", "ip6tables-save"] {
+            let (ok, out) = sh(self.exec().arg(tool));
+            assert!(ok, "{tool}: {out}");
+            for l in out.lines().filter(|l| !l.starts_with('#')) {
+                let l = match l.find(" [") {
+                    Some(i) if l.starts_with(':') => &l[..i],
+                    _ => l,
+                };
+                all.push_str(l);
+                all.push('\n');
+            }
+        }
+        all
+    }
 }
 
 impl Drop for Netns {
@@ -299,7 +340,7 @@ fn start_build(
     let err = must(out.try_clone(), "build log");
     let mut c = ns.exec();
     c.arg(kiln())
-        .args(["build", "-timestamp-ui"])
+        .args(["build", "-timestamp-ui", "-open-firewall=iptables"])
         .args(["-var", &format!("proxmox_url={}", sb.url)])
         .args(["-var", &format!("ssh_public_key={}", fx.pubkey)])
         .args([
@@ -429,6 +470,8 @@ fn e2e_kiln_build_on_sandbox() {
     let tmp = must(tempfile::tempdir(), "temp dir");
     let fx = fixture(tmp.path());
     let ns = Netns::new();
+    ns.drop_incoming();
+    let firewall = ns.ruleset();
     let t_all = Instant::now();
 
     // ---- 1. wrong password --------------------------------------------------------------
@@ -486,6 +529,15 @@ fn e2e_kiln_build_on_sandbox() {
             "generated ISO left behind: {isos:?}"
         );
         assert_no_secrets("create fault", &out, &fx);
+        assert!(
+            out.contains("Opened HTTP port"),
+            "-open-firewall did not open:\n{out}"
+        );
+        assert_eq!(
+            ns.ruleset(),
+            firewall,
+            "firewall rules left behind by the failed build"
+        );
     }
 
     // ---- 3. the full build ------------------------------------------------------------------
@@ -501,6 +553,15 @@ fn e2e_kiln_build_on_sandbox() {
     );
     assert_eq!(code, 0, "kiln build failed");
     assert_no_secrets("full build", &out, &fx);
+    // the namespace drops incoming connections: the guest could only fetch its seed through the
+    // rule -open-firewall added, and that rule is gone again
+    assert!(out.contains("Opened HTTP port"), "{out}");
+    assert!(out.contains("Closed HTTP port"), "{out}");
+    assert_eq!(
+        ns.ruleset(),
+        firewall,
+        "firewall rules left behind by the build"
+    );
     let lines: Vec<&str> = out.lines().collect();
     let a = pos(&lines, "VM fetched /user-data", 0);
     pos(&lines, "VM fetched /meta-data", 0);
@@ -707,6 +768,11 @@ fn e2e_kiln_build_on_sandbox() {
         "HTTP port left open:\n{listening}"
     );
     assert_no_secrets("sigint", &out, &fx);
+    assert_eq!(
+        ns.ruleset(),
+        firewall,
+        "firewall rules left behind after SIGINT"
+    );
 
     // ---- 5. a boot command the guest never acts on ---------------------------------------------
     let log = fx.dir.join("bad-boot.log");
@@ -740,6 +806,11 @@ fn e2e_kiln_build_on_sandbox() {
     );
     assert!(out.contains("Timeout waiting for SSH"), "{out}");
     assert!(!sb.vm_ids(&ns).contains(&9002), "VM 9002 left behind");
+    assert_eq!(
+        ns.ruleset(),
+        firewall,
+        "firewall rules left behind by the failed boot"
+    );
     assert!(
         !sb.isos(&ns).iter().any(|i| i.contains("kiln-")),
         "generated ISO left behind"

@@ -3,6 +3,7 @@
 //! shutdown → finalize (eject ISOs, cloud-init drive, unused disks, name/description) → template.
 
 pub mod boot;
+pub mod firewall;
 mod connect;
 mod finish;
 mod guest;
@@ -32,6 +33,8 @@ pub struct BuildFlags {
     pub force: bool,
     /// After this long without any request to the HTTP server, say so (with likely causes).
     pub http_diag_after: Option<Duration>,
+    /// `--open-firewall[=BACKEND]`: open the HTTP port in the host firewall for the build.
+    pub open_firewall: Option<kiln_firewall::Choice>,
 }
 
 /// The state shared by the steps of one build (Packer's state bag, typed).

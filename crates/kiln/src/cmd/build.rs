@@ -71,6 +71,17 @@ pub struct Flags {
     /// kiln: say "nothing fetched from the HTTP server" after this many seconds
     #[arg(long = "http-diag-after", value_name = "SECONDS")]
     pub http_diag_after: Option<u64>,
+    /// kiln: open the HTTP server's port in the host firewall for the build and close it afterwards
+    /// (auto, iptables, nftables, ufw, nixos; see `kiln port`)
+    #[arg(
+        long = "open-firewall",
+        value_name = "BACKEND",
+        num_args = 0..=1,
+        default_missing_value = "auto",
+        require_equals = true,
+        env = "KILN_OPEN_FIREWALL"
+    )]
+    pub open_firewall: Option<String>,
 }
 
 /// Long flag names that may be written with a single dash.
@@ -87,6 +98,7 @@ const LONG: &[&str] = &[
     "color",
     "debug",
     "http-diag-after",
+    "open-firewall",
     "help",
 ];
 
@@ -134,6 +146,18 @@ pub async fn run(args: Args) -> CmdResult {
         Ok(o) => o,
         Err(m) => {
             eprintln!("error: {m}");
+            return Ok(Code::Usage);
+        }
+    };
+    let open_firewall = match flags
+        .open_firewall
+        .as_deref()
+        .map(str::parse::<kiln_firewall::Choice>)
+    {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("error: --open-firewall: {e}");
             return Ok(Code::Usage);
         }
     };
@@ -194,6 +218,7 @@ pub async fn run(args: Args) -> CmdResult {
         force: flags.force,
         parallel_builds: flags.parallel_builds,
         http_diag_after: flags.http_diag_after.map(Duration::from_secs),
+        open_firewall,
     };
     let summary =
         kiln_build::build_plan(&plan, &bopts, &ui, cancel.clone(), Arc::new(StdinAsker)).await;
