@@ -3,9 +3,9 @@
 //! shutdown → finalize (eject ISOs, cloud-init drive, unused disks, name/description) → template.
 
 pub mod boot;
-pub mod firewall;
 mod connect;
 mod finish;
+pub mod firewall;
 mod guest;
 mod iso;
 mod vm;
