@@ -168,17 +168,10 @@ pub async fn run(args: Args) -> CmdResult {
         only: flags.only.clone(),
         except: flags.except.clone(),
     };
-    let opts = match template.load_options() {
+    let opts = match template.prepare() {
         Ok(o) => o,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return Ok(Code::Usage);
-        }
+        Err(code) => return Ok(code),
     };
-    if !flags.path.exists() {
-        eprintln!("error: {}: no such file or directory", flags.path.display());
-        return Ok(Code::Usage);
-    }
     let loaded = match kiln_config::load(&flags.path, &opts) {
         Ok(l) => l,
         Err(e) => {

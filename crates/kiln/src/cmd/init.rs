@@ -594,20 +594,10 @@ fn galaxy_of(a: &Ansible, file: &str) -> Galaxy {
 }
 
 pub async fn run(args: Args) -> CmdResult {
-    let opts = match args.template.load_options() {
+    let opts = match args.template.prepare() {
         Ok(o) => o,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return Ok(Code::Usage);
-        }
+        Err(code) => return Ok(code),
     };
-    if !args.template.path.exists() {
-        eprintln!(
-            "error: {}: no such file or directory",
-            args.template.path.display()
-        );
-        return Ok(Code::Usage);
-    }
     let loaded = match kiln_config::load(&args.template.path, &opts) {
         Ok(l) => l,
         Err(e) => {

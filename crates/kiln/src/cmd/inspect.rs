@@ -29,20 +29,10 @@ pub async fn run(args: Args) -> CmdResult {
         Ok(f) => f,
         Err(code) => return Ok(code),
     };
-    let opts = match args.template.load_options() {
+    let opts = match args.template.prepare() {
         Ok(o) => o,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return Ok(Code::Usage);
-        }
+        Err(code) => return Ok(code),
     };
-    if !args.template.path.exists() {
-        eprintln!(
-            "error: {}: no such file or directory",
-            args.template.path.display()
-        );
-        return Ok(Code::Usage);
-    }
     match kiln_config::load(&args.template.path, &opts) {
         Ok(loaded) => {
             print_diags(&loaded.warnings, true);

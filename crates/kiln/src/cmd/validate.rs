@@ -41,6 +41,20 @@ impl TemplateArgs {
         opts.except = self.except.clone();
         Ok(opts)
     }
+
+    /// The loader options for a template path that exists; otherwise says why on stderr and
+    /// returns the usage exit code (a malformed `-var`, a missing path).
+    pub fn prepare(&self) -> Result<kiln_config::LoadOptions, Code> {
+        let opts = self.load_options().map_err(|m| {
+            eprintln!("error: {m}");
+            Code::Usage
+        })?;
+        if !self.path.exists() {
+            eprintln!("error: {}: no such file or directory", self.path.display());
+            return Err(Code::Usage);
+        }
+        Ok(opts)
+    }
 }
 
 /// Raw arguments: Packer-style single-dash flags (`-var x=1`, `-var-file=f`) are accepted too.
@@ -131,20 +145,10 @@ pub async fn run(args: Args) -> CmdResult {
         Ok(f) => f,
         Err(code) => return Ok(code),
     };
-    let opts = match args.template.load_options() {
+    let opts = match args.template.prepare() {
         Ok(o) => o,
-        Err(m) => {
-            eprintln!("error: {m}");
-            return Ok(Code::Usage);
-        }
+        Err(code) => return Ok(code),
     };
-    if !args.template.path.exists() {
-        eprintln!(
-            "error: {}: no such file or directory",
-            args.template.path.display()
-        );
-        return Ok(Code::Usage);
-    }
     if args.syntax_only {
         return match kiln_config::check_syntax(&args.template.path) {
             Ok(_) => {
