@@ -217,52 +217,6 @@ async fn fetch_isos(
     ok
 }
 
-/// PVE connection options from a source's settings (env fallbacks as Packer: PROXMOX_URL, PROXMOX_USERNAME,
-/// PROXMOX_TOKEN, PROXMOX_PASSWORD).
-fn connect_options(
-    cfg: &kiln_config::model::ProxmoxIsoConfig,
-) -> Result<kiln_pve::ConnectOptions, String> {
-    use kiln_pve::{Auth, ConnectOptions, Secret, Tls};
-    let pick = |v: &Option<String>, k: &str| {
-        v.clone()
-            .filter(|s| !s.is_empty())
-            .or_else(|| std::env::var(k).ok().filter(|s| !s.is_empty()))
-    };
-    let url = pick(&cfg.proxmox_url, "PROXMOX_URL")
-        .ok_or("proxmox_url must be specified (or set PROXMOX_URL)")?;
-    let username = pick(&cfg.username, "PROXMOX_USERNAME")
-        .ok_or("username must be specified (or set PROXMOX_USERNAME)")?;
-    let auth = match (
-        pick(&cfg.token, "PROXMOX_TOKEN"),
-        pick(&cfg.password, "PROXMOX_PASSWORD"),
-    ) {
-        (Some(t), _) => Auth::Token {
-            token_id: username,
-            secret: Secret::new(t),
-        },
-        (None, Some(p)) => Auth::Password {
-            username,
-            password: Secret::new(p),
-        },
-        (None, None) => {
-            return Err(
-                "password or token must be specified (or set PROXMOX_PASSWORD / PROXMOX_TOKEN)"
-                    .into(),
-            )
-        }
-    };
-    let mut o = ConnectOptions::new(url.clone(), auth);
-    o.tls = match pick(&cfg.proxmox_fingerprint, "PROXMOX_FINGERPRINT") {
-        Some(f) => Tls::Pin {
-            sha256_fingerprint: f,
-        },
-        None if cfg.insecure_skip_tls_verify => Tls::Insecure,
-        None => Tls::default(),
-    };
-    o.allow_http = url.starts_with("http://");
-    Ok(o)
-}
-
 /// `--upload`: stage each fetched ISO on the `iso_storage_pool` of every source that uses it (skipping files already
 /// there with the same size), under the name `kiln build` looks for.
 async fn upload_isos(
@@ -301,7 +255,7 @@ async fn upload_isos(
                 continue;
             }
             let volid = format!("{pool}:iso/{name}");
-            let opts = match connect_options(cfg) {
+            let opts = match kiln_build::steps::connect_options(cfg, &|k| std::env::var(k).ok()) {
                 Ok(o) => o,
                 Err(e) => {
                     println!("  upload {volid}: {e}");
