@@ -32,13 +32,6 @@ const FIXTURES: &[(&str, &str)] = &[
     ("fixtures/packer_id_ed25519", "not a real key: fixture for kiln's corpus tests\n"),
 ];
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 fn wanted(rel: &Path) -> bool {
     let name = rel
         .file_name()
@@ -95,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
     if !args.from.is_dir() {
         bail!("{} is not a directory", args.from.display());
     }
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let dest = root.join("crates/kiln-config/tests/corpus");
     std::fs::create_dir_all(&dest)?;
     let mut copied = 0usize;

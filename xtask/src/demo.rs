@@ -110,7 +110,7 @@ fn nap(d: Duration) -> Result<()> {
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let root = workspace_root()?;
+    let root = crate::workspace_root();
 
     let mut all: Vec<&str> = PACKAGES.to_vec();
     all.extend(crate::test_guest::BUILD_PACKAGES.iter().map(|(_, p)| *p));
@@ -255,7 +255,7 @@ impl Demo {
         if release {
             c.arg("--release");
         }
-        run_cmd(&mut c)?;
+        crate::run_cmd(&mut c)?;
         let kiln = target.join(if release {
             "release/kiln"
         } else {
@@ -856,28 +856,12 @@ fn secs(s: f64) -> String {
     }
 }
 
-fn workspace_root() -> Result<PathBuf> {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
-}
-
 fn random_hex(n: usize) -> Result<String> {
     let mut b = vec![0u8; n];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
         .context("reading /dev/urandom")?;
     Ok(hex::encode(b))
-}
-
-fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed: {status}");
-    }
-    Ok(())
 }
 
 /// Runs a command, returning its stdout; its output is included in the error on failure.

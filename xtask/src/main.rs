@@ -36,6 +36,25 @@ enum Task {
     Demo(demo::Args),
 }
 
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// Runs a command with inherited output; a non-zero exit is an error naming the command.
+pub fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        anyhow::bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Test(a) => test::run(a),

@@ -131,13 +131,6 @@ fn walk<'a>(node: &'a Value, out: &mut Vec<(&'a str, &'a Value)>) {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
 /// Samples copied into the repository (the conformance tests read them from there).
 const SAMPLES: &[&str] = &[
     "recorded/GET_nodes.json",
@@ -247,7 +240,7 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let dir = root.join("crates/kiln-sandbox/schema");
     let target = dir.join("pve-api.json");
     let text = generate(&args.source)?;

@@ -11,7 +11,6 @@
 //! `--quick` skips steps 1–2 and the end-to-end tier (they then print `skipped: …`).
 
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -70,7 +69,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let root = workspace_root()?;
+    let root = crate::workspace_root();
     let started = Instant::now();
     let mut phases: Vec<(String, f64)> = Vec::new();
     let mut phase = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -85,19 +84,19 @@ pub fn run(args: Args) -> Result<()> {
         phase("system packages", &mut || install_packages(PACKAGES))?;
         phase("test guest", &mut || {
             let exe = std::env::current_exe().context("locating the xtask binary")?;
-            run_cmd(Command::new(exe).arg("test-guest").current_dir(&root))
+            crate::run_cmd(Command::new(exe).arg("test-guest").current_dir(&root))
         })?;
     }
     if !args.no_lint {
         phase("cargo fmt --check", &mut || {
-            run_cmd(
+            crate::run_cmd(
                 Command::new("cargo")
                     .args(["fmt", "--all", "--check"])
                     .current_dir(&root),
             )
         })?;
         phase("cargo clippy", &mut || {
-            run_cmd(
+            crate::run_cmd(
                 Command::new("cargo")
                     .args([
                         "clippy",
@@ -112,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         })?;
     }
     phase("build kiln", &mut || {
-        run_cmd(
+        crate::run_cmd(
             Command::new("cargo")
                 .args(["build", "--workspace", "--bins"])
                 .current_dir(&root),
@@ -134,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         cmd.args(&args.test_args);
         cmd.env("KILN_BIN", root.join("target/debug/kiln"));
-        run_cmd(&mut cmd)
+        crate::run_cmd(&mut cmd)
     })?;
 
     eprintln!(
@@ -143,23 +142,6 @@ pub fn run(args: Args) -> Result<()> {
     );
     for (name, secs) in &phases {
         eprintln!("  {name:<20} {secs:>7.1} s");
-    }
-    Ok(())
-}
-
-fn workspace_root() -> Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
-}
-
-fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed: {status}");
     }
     Ok(())
 }
@@ -185,9 +167,9 @@ pub fn install_packages(wanted: &[&str]) -> Result<()> {
     }
     let install = |update_first: bool| -> Result<()> {
         if update_first {
-            run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+            crate::run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
         }
-        run_cmd(
+        crate::run_cmd(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
                 .args(&missing)

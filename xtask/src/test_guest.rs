@@ -45,18 +45,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let root = workspace_root()?;
+    let root = crate::workspace_root();
     let iso = ensure(&root, args.force, !args.no_install)?;
     println!("test guest: {}", iso.display());
     Ok(())
-}
-
-fn workspace_root() -> Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
 }
 
 /// Build the ISO if needed; returns the stable path `target/test-guest/guest.iso`.
