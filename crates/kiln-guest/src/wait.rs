@@ -11,8 +11,15 @@ use crate::config::SshConfig;
 use crate::error::{ConnectError, WaitError};
 use crate::ssh::{connect_once, SshCommunicator};
 
-/// Time between attempts (Packer waits 5 s; we poll tighter).
+/// Time between attempts after an authentication failure or a dropped fresh connection (Packer waits
+/// 5 s after every failure). A refused or timed-out connection and a failed handshake retry sooner,
+/// see [`pause_after`].
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause after a refused connection (nothing listens yet): the guest's sshd answers within this
+/// much of starting, instead of up to a whole [`POLL_INTERVAL`] later.
+pub const REFUSED_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a failed SSH handshake (sshd is starting up or restarting).
+pub const HANDSHAKE_PAUSE: Duration = Duration::from_millis(250);
 /// After the first success the connection is checked once; if it drops (cloud-init restarting sshd),
 /// retries continue for this long without counting towards the handshake attempts.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(15);
@@ -88,6 +95,20 @@ impl fmt::Display for WaitEvent {
     }
 }
 
+/// How long to wait before the next attempt, after an attempt that observed `e`.
+///
+/// No fixed back-off where the failure is cheap and says "not yet": a refused connection costs one
+/// round trip, so the next attempt follows after [`REFUSED_PAUSE`]; an attempt that timed out has
+/// already waited its `connect_timeout`, so the next one starts at once.
+pub fn pause_after(e: &WaitEvent) -> Duration {
+    match e {
+        WaitEvent::PortClosed { .. } => REFUSED_PAUSE,
+        WaitEvent::TimedOut { .. } => Duration::ZERO,
+        WaitEvent::HandshakeFailed { .. } => HANDSHAKE_PAUSE,
+        _ => POLL_INTERVAL,
+    }
+}
+
 /// Progress callback for [`wait_for_ssh`].
 pub type WaitProgress<'a> = &'a (dyn Fn(&WaitEvent) + Send + Sync);
 
@@ -116,7 +137,7 @@ fn classify(e: &ConnectError, auth_failures: u32, max: Option<u32>) -> WaitEvent
 
 /// Wait until SSH to `cfg` works, for at most `timeout` (`None` = until cancelled).
 ///
-/// Tries at once, then every [`POLL_INTERVAL`]. Authentication failures count towards
+/// Tries at once, then again after [`pause_after`] the failure it saw. Authentication failures count towards
 /// `cfg.handshake_attempts`; port-closed and handshake errors do not (the guest is still booting).
 /// After the first success the connection is checked with a trivial command; if that fails the loop
 /// keeps retrying for [`SETTLE_GRACE`] (cloud-init restarts sshd right after it first answers).
@@ -132,6 +153,7 @@ pub async fn wait_for_ssh(
     let mut auth_failures = 0u32;
     let mut last = String::from("no attempt made");
     let mut grace_until: Option<Instant> = None;
+    let mut pause = POLL_INTERVAL;
     loop {
         if cancel.is_cancelled() {
             return Err(WaitError::Cancelled);
@@ -185,6 +207,7 @@ pub async fn wait_for_ssh(
                             message: message.clone(),
                         });
                         last = message;
+                        pause = POLL_INTERVAL;
                         grace_until.get_or_insert(Instant::now() + SETTLE_GRACE);
                     }
                 }
@@ -194,7 +217,9 @@ pub async fn wait_for_ssh(
                 if e.is_auth_failure() {
                     auth_failures += 1;
                 }
-                progress(&classify(&e, auth_failures, cfg.handshake_attempts));
+                let seen = classify(&e, auth_failures, cfg.handshake_attempts);
+                pause = pause_after(&seen);
+                progress(&seen);
                 last = e.to_string();
                 if e.is_auth_failure() {
                     if let Some(max) = cfg.handshake_attempts {
@@ -208,7 +233,6 @@ pub async fn wait_for_ssh(
                 }
             }
         }
-        let mut pause = POLL_INTERVAL;
         if let Some(t) = timeout {
             pause = pause.min(t.saturating_sub(start.elapsed()));
         }
@@ -216,5 +240,37 @@ pub async fn wait_for_ssh(
             _ = cancel.cancelled() => return Err(WaitError::Cancelled),
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+
+    #[test]
+    fn refused_and_timed_out_attempts_retry_without_the_full_interval() {
+        let addr = "10.0.0.2:22".to_string();
+        let refused = WaitEvent::PortClosed {
+            addr: addr.clone(),
+            message: "Connection refused".into(),
+        };
+        assert_eq!(pause_after(&refused), REFUSED_PAUSE);
+        assert!(REFUSED_PAUSE <= Duration::from_millis(100));
+        assert_eq!(
+            pause_after(&WaitEvent::TimedOut { addr: addr.clone() }),
+            Duration::ZERO
+        );
+        let hs = WaitEvent::HandshakeFailed {
+            addr,
+            message: "eof".into(),
+        };
+        assert_eq!(pause_after(&hs), HANDSHAKE_PAUSE);
+        // wrong credentials are not hammered
+        let auth = WaitEvent::AuthFailed {
+            attempt: 1,
+            max: Some(3),
+            message: "denied".into(),
+        };
+        assert_eq!(pause_after(&auth), POLL_INTERVAL);
     }
 }

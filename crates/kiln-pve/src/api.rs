@@ -82,10 +82,22 @@ pub struct DownloadUrlRequest {
 /// Progress callback for uploads: `(bytes sent, total bytes)`.
 pub type UploadProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// The first pause between two task status polls; it doubles up to [`WaitOptions::poll_interval`].
+pub const FIRST_POLL_PAUSE: Duration = Duration::from_millis(25);
+
+/// The pause after `polls` unanswered status polls: 25 ms, 50 ms, 100 ms, … capped at `max`.
+pub fn poll_pause(polls: u32, max: Duration) -> Duration {
+    FIRST_POLL_PAUSE
+        .saturating_mul(1u32 << polls.min(16))
+        .min(max)
+}
+
 /// Options for [`Client::wait_task`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitOptions {
-    /// Poll interval (Packer: 2 s).
+    /// Longest pause between two status polls (Packer: 2 s). Polling starts at
+    /// [`FIRST_POLL_PAUSE`] and doubles up to this, so a task that ends within a few hundred
+    /// milliseconds (most config, start and template tasks) is seen without idle time.
     pub poll_interval: Duration,
     /// Give up after this long (the task keeps running on PVE).
     pub timeout: Duration,
@@ -697,6 +709,7 @@ impl Client {
         mut progress: Option<&mut (dyn FnMut(&TaskStatus) + Send)>,
     ) -> Result<TaskStatus> {
         let started = Instant::now();
+        let mut polls = 0u32;
         loop {
             let st = self.task_status(upid).await?;
             if let Some(cb) = progress.as_mut() {
@@ -730,7 +743,9 @@ impl Client {
                     waited: elapsed,
                 });
             }
-            tokio::time::sleep(opts.poll_interval.min(opts.timeout - elapsed)).await;
+            tokio::time::sleep(poll_pause(polls, opts.poll_interval).min(opts.timeout - elapsed))
+                .await;
+            polls = polls.saturating_add(1);
         }
     }
 
@@ -791,5 +806,23 @@ pub fn extension_ok(content: UploadContent, filename: &str) -> bool {
             lower.ends_with(".tar.gz") || lower.ends_with(".tar.xz") || lower.ends_with(".tar.zst")
         }
         UploadContent::Import => matches!(ext, "qcow2" | "raw" | "vmdk" | "ova" | "img"),
+    }
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use super::*;
+
+    #[test]
+    fn task_polls_start_tight_and_back_off_to_the_interval() {
+        let max = Duration::from_secs(1);
+        let pauses: Vec<u128> = (0..8).map(|n| poll_pause(n, max).as_millis()).collect();
+        assert_eq!(pauses, [25, 50, 100, 200, 400, 800, 1000, 1000]);
+        // a huge poll count neither overflows nor goes past the cap
+        assert_eq!(poll_pause(u32::MAX, max), max);
+        assert_eq!(
+            poll_pause(0, Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
     }
 }

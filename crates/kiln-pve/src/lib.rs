@@ -50,8 +50,8 @@ mod types;
 mod upid;
 
 pub use api::{
-    extension_ok, CloneOptions, DeleteVmOptions, DownloadUrlRequest, ParamsExt, ShutdownOptions,
-    UploadProgress, UploadRequest, WaitOptions,
+    extension_ok, poll_pause, CloneOptions, DeleteVmOptions, DownloadUrlRequest, ParamsExt,
+    ShutdownOptions, UploadProgress, UploadRequest, WaitOptions, FIRST_POLL_PAUSE,
 };
 pub use client::{normalize_api_url, seg, Auth, Client, ConnectOptions, RetryClass, RetryPolicy};
 pub use error::{ApiError, ApiErrorKind, AuthContext, Error, Result};
