@@ -41,8 +41,10 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// True only when there was at least one build and every build produced its artifact
+    /// (a build whose task died is in `results` as a failure, never missing).
     pub fn all_ok(&self) -> bool {
-        self.results.iter().all(|r| r.artifact.is_ok())
+        !self.results.is_empty() && self.results.iter().all(|r| r.artifact.is_ok())
     }
 }
 
@@ -97,6 +99,7 @@ pub async fn build_plan(
     let sem = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut handles = Vec::new();
     for run in plan.runs.iter().cloned() {
+        let name = run.full_name();
         let sem = sem.clone();
         let ui = ui.clone();
         let cancel = cancel.clone();
@@ -104,16 +107,44 @@ pub async fn build_plan(
         let root = plan.root.clone();
         let asker = asker.clone();
         let uuid = uuid.clone();
-        handles.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await.ok();
-            build_one(run, root, &opts, &ui, cancel, asker.as_ref(), &uuid).await
-        }));
+        let t0 = Instant::now();
+        handles.push((
+            name,
+            t0,
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await.ok();
+                build_one(run, root, &opts, &ui, cancel, asker.as_ref(), &uuid).await
+            }),
+        ));
     }
     let mut results = Vec::new();
-    for h in handles {
+    for (name, t0, h) in handles {
         match h.await {
             Ok(r) => results.push(r),
-            Err(e) => ui.say(&format!("internal error: a build task panicked: {e}")),
+            // the pipeline guards every step, so this is a panic outside the steps (or an abort):
+            // the build failed, and what it created may be left behind
+            Err(e) => {
+                let why = if e.is_panic() {
+                    format!(
+                        "internal error: the build task panicked: {} — this is a bug in kiln, please report it; check Proxmox VE for a VM left behind by this build",
+                        pipeline::panic_message(e.into_panic().as_ref())
+                    )
+                } else {
+                    format!("internal error: the build task was aborted: {e}")
+                };
+                ui.raw(&ui.masker().mask(&format!("Build '{name}' errored: {why}")));
+                results.push(BuildResult {
+                    name,
+                    artifact: Err(StepError::failed(why)),
+                    report: RunReport {
+                        result: Err(StepError::failed("build task failed")),
+                        timings: Vec::new(),
+                        outcome: pipeline::Outcome::Failed,
+                        total: t0.elapsed(),
+                    },
+                    duration: t0.elapsed(),
+                });
+            }
         }
     }
     let summary = Summary {
@@ -205,6 +236,40 @@ async fn build_one(
         artifact,
         report,
         duration,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(ok: bool) -> BuildResult {
+        BuildResult {
+            name: "proxmox-iso.x".into(),
+            artifact: if ok {
+                Ok(100)
+            } else {
+                Err(StepError::failed("x"))
+            },
+            report: RunReport {
+                result: Ok(()),
+                timings: Vec::new(),
+                outcome: pipeline::Outcome::Success,
+                total: Duration::ZERO,
+            },
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn all_ok_needs_at_least_one_artifact_and_no_failure() {
+        let s = |r: Vec<BuildResult>| Summary {
+            results: r,
+            cancelled: false,
+        };
+        assert!(!s(vec![]).all_ok(), "no results must not be success");
+        assert!(s(vec![result(true)]).all_ok());
+        assert!(!s(vec![result(true), result(false)]).all_ok());
     }
 }
 

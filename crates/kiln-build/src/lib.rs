@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cdiso;
 pub mod http;
+pub mod leftovers;
 pub mod manifest;
 pub mod params;
 pub mod pipeline;

@@ -7,7 +7,9 @@
 
 use crate::ui::{fmt_duration, BuildUi};
 use async_trait::async_trait;
+use futures::FutureExt;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -227,7 +229,35 @@ impl RunReport {
     }
 }
 
+/// The text of a panic payload (`panic!("...")` carries a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// Test hook, compiled in always: `KILN_TEST_PANIC_IN_STEP=<step name>` makes that step panic at
+/// the start of its `run` (the fault-matrix tests use it to prove that a panicking step is a
+/// failed step whose cleanup still runs). Not a user setting; never set it outside tests.
+pub const TEST_PANIC_ENV: &str = "KILN_TEST_PANIC_IN_STEP";
+
+fn test_panic_requested(step: &str) -> bool {
+    hook_matches(std::env::var(TEST_PANIC_ENV).ok().as_deref(), step)
+}
+
+fn hook_matches(value: Option<&str>, step: &str) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v == step)
+}
+
 /// Run `steps` in order; on failure, cancellation or success unwind the cleanup stack.
+///
+/// Every `run` and `cleanup` is guarded against unwinding: a panic in `run` is a failed step
+/// carrying the panic message (its cleanup and the earlier ones still run); a panic in `cleanup`
+/// is reported and the remaining cleanups still run.
 pub async fn run<S: Send>(
     steps: &mut [Box<dyn Step<S>>],
     cx: &StepContext,
@@ -253,10 +283,22 @@ pub async fn run<S: Send>(
         let ts = Instant::now();
         let r = {
             let step = &mut steps[i];
+            let step_name = name.as_str();
+            let st: &mut S = &mut *state;
+            let guarded = AssertUnwindSafe(async move {
+                if test_panic_requested(step_name) {
+                    panic!("{TEST_PANIC_ENV}={step_name}: injected panic (test hook)");
+                }
+                step.run(cx, st).await
+            })
+            .catch_unwind();
             tokio::select! {
                 biased;
                 _ = cx.cancel.cancelled() => Err(StepError::Cancelled),
-                r = step.run(cx, state) => r,
+                r = guarded => r.unwrap_or_else(|p| Err(StepError::failed(format!(
+                    "internal error: step \"{name}\" panicked: {} — this is a bug in kiln, please report it",
+                    panic_message(p.as_ref())
+                )))),
             }
         };
         let dur = ts.elapsed();
@@ -328,7 +370,15 @@ pub async fn run<S: Send>(
             tracing::debug!(step = %name, "abort: remote resources of this step are kept");
         }
         let ts = Instant::now();
-        steps[j].cleanup(&cleanup_cx, state, outcome).await;
+        let guarded = AssertUnwindSafe(steps[j].cleanup(&cleanup_cx, &mut *state, outcome))
+            .catch_unwind()
+            .await;
+        if let Err(p) = guarded {
+            cx.ui.error(&format!(
+                "internal error: the cleanup of step \"{name}\" panicked: {} — what it created may be left behind; this is a bug in kiln, please report it",
+                panic_message(p.as_ref())
+            ));
+        }
         let d = ts.elapsed();
         // attach to the last timing entry of that step
         if let Some(t) = timings.iter_mut().rev().find(|t| t.name == name) {
@@ -552,6 +602,111 @@ mod tests {
             ]
         );
         assert_eq!(r.timings[1].status, StepStatus::Cancelled);
+    }
+
+    struct Panicky {
+        name: &'static str,
+        in_run: bool,
+        in_cleanup: bool,
+    }
+
+    #[async_trait]
+    impl Step<Log> for Panicky {
+        fn name(&self) -> &str {
+            self.name
+        }
+        async fn run(&mut self, _cx: &StepContext, s: &mut Log) -> Result<(), StepError> {
+            s.0.push(format!("run {}", self.name));
+            if self.in_run {
+                let big = 1e20_f64;
+                // the defect of issue 11: this used to be reached from PACKER_KEY_INTERVAL=1e20s
+                let _ = Duration::from_secs_f64(big);
+            }
+            Ok(())
+        }
+        async fn cleanup(&mut self, _cx: &StepContext, s: &mut Log, o: Outcome) {
+            s.0.push(format!("cleanup {} {:?}", self.name, o));
+            if self.in_cleanup {
+                panic!("cleanup exploded");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_step_is_a_failed_step_and_every_cleanup_runs() {
+        let (cx, buf) = cx();
+        let mut steps = vec![
+            fake("a"),
+            Box::new(Panicky {
+                name: "boom",
+                in_run: true,
+                in_cleanup: false,
+            }) as Box<dyn Step<Log>>,
+            fake("c"),
+        ];
+        let mut log = Log::default();
+        let r = run(&mut steps, &cx, &mut log, OnError::Cleanup, &never()).await;
+        let Err(StepError::Failed(msg)) = &r.result else {
+            panic!("expected a failed step, got {:?}", r.result);
+        };
+        assert!(msg.contains("step \"boom\" panicked"), "{msg}");
+        assert!(msg.contains("overflow") || msg.contains("Duration"), "{msg}");
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(
+            log.0,
+            ["run a", "run boom", "cleanup boom Failed", "cleanup a Failed"]
+        );
+        assert_eq!(r.timings[1].status, StepStatus::Failed);
+        let out = String::from_utf8(buf.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(out.contains("panicked"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_cleanup_is_reported_and_the_others_still_run() {
+        let (cx, buf) = cx();
+        let mut steps = vec![
+            fake("a"),
+            Box::new(Panicky {
+                name: "b",
+                in_run: false,
+                in_cleanup: true,
+            }) as Box<dyn Step<Log>>,
+            Box::new(Fake {
+                name: "c",
+                fail_times: 1,
+                hang: false,
+                cancel_on_run: None,
+            }) as Box<dyn Step<Log>>,
+        ];
+        let mut log = Log::default();
+        let r = run(&mut steps, &cx, &mut log, OnError::Cleanup, &never()).await;
+        assert_eq!(r.result, Err(StepError::Failed("c broke".into())));
+        assert_eq!(
+            log.0,
+            [
+                "run a",
+                "run b",
+                "run c",
+                "cleanup c Failed",
+                "cleanup b Failed",
+                "cleanup a Failed"
+            ]
+        );
+        let out = String::from_utf8(buf.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            out.contains("the cleanup of step \"b\" panicked: cleanup exploded"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_test_hook_names_one_step() {
+        assert!(hook_matches(Some("create_vm"), "create_vm"));
+        assert!(!hook_matches(Some("create_vm"), "start_vm"));
+        assert!(!hook_matches(Some(""), "create_vm"));
+        assert!(!hook_matches(None, "create_vm"));
     }
 
     #[test]

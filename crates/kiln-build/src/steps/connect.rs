@@ -56,8 +56,38 @@ pub fn connect_options(
         None if cfg.insecure_skip_tls_verify => Tls::Insecure,
         None => Tls::default(),
     };
-    o.allow_http = url.starts_with("http://");
+    if url.trim_start().to_ascii_lowercase().starts_with("http://") {
+        // the password or token would travel in clear: only with an explicit opt-in
+        if !plain_http_allowed(env(ALLOW_PLAIN_HTTP_ENV).as_deref()) {
+            return Err(format!(
+                "proxmox_url {url:?} is plain http://: the password or API token would be sent unencrypted\n  use https:// (PVE listens on https://HOST:8006), or set {ALLOW_PLAIN_HTTP_ENV}=1 if this really is a trusted link (for example a local test server)"
+            ));
+        }
+        o.allow_http = true;
+    }
     Ok(o)
+}
+
+/// The opt-in for a plain `http://` `proxmox_url` (also read by `kiln init`).
+pub const ALLOW_PLAIN_HTTP_ENV: &str = "KILN_ALLOW_PLAIN_HTTP";
+
+fn plain_http_allowed(v: Option<&str>) -> bool {
+    matches!(
+        v.map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+        Some("1" | "true" | "yes")
+    )
+}
+
+/// How the connection is protected, honestly (for the "Connecting to …" line).
+pub fn transport_description(opts: &ConnectOptions) -> &'static str {
+    if opts.allow_http && opts.url.trim_start().to_ascii_lowercase().starts_with("http://") {
+        return "plain HTTP, NOT encrypted: credentials travel in clear";
+    }
+    match &opts.tls {
+        Tls::Pin { .. } => "certificate pinned by fingerprint",
+        Tls::Insecure => "TLS verification disabled (insecure_skip_tls_verify)",
+        Tls::Verify { .. } => "TLS verified",
+    }
 }
 
 /// The secrets of the connection (to mask in output).
@@ -97,11 +127,12 @@ impl Step<BuildState> for StepConnect {
             (Auth::Token { token_id, .. }, _) => format!("API token {token_id}"),
             (Auth::Password { username, .. }, _) => format!("user {username}"),
         };
-        let tls = match &opts.tls {
-            Tls::Pin { .. } => "certificate pinned by fingerprint",
-            Tls::Insecure => "TLS verification disabled (insecure_skip_tls_verify)",
-            Tls::Verify { .. } => "TLS verified",
-        };
+        let tls = transport_description(&opts);
+        if opts.allow_http {
+            cx.ui.error(&format!(
+                "Warning: proxmox_url is plain http:// ({ALLOW_PLAIN_HTTP_ENV} is set): the credentials and everything else travel unencrypted"
+            ));
+        }
         cx.ui.say(&format!(
             "Connecting to Proxmox VE at {} as {how} ({tls})",
             opts.url
@@ -168,7 +199,8 @@ mod tests {
             ..ProxmoxIsoConfig::default()
         };
         let none = |_: &str| None;
-        let o = connect_options(&cfg2, &none).unwrap_or_else(|e| panic!("{e}"));
+        let allow = |k: &str| (k == ALLOW_PLAIN_HTTP_ENV).then(|| "1".to_string());
+        let o = connect_options(&cfg2, &allow).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(&o.auth, Auth::Password { .. }));
         assert!(matches!(&o.tls, Tls::Insecure));
         assert!(o.allow_http);
@@ -180,5 +212,35 @@ mod tests {
         assert!(connect_options(&cfg3, &none)
             .unwrap_err()
             .contains("password or token"));
+    }
+
+    #[test]
+    fn plain_http_needs_the_opt_in_and_is_never_called_tls() {
+        // issue 11: http:// was accepted silently and the output said "(TLS verified)"
+        let cfg = ProxmoxIsoConfig {
+            proxmox_url: Some("HTTP://127.0.0.1:8006/api2/json".into()),
+            username: Some("root@pam".into()),
+            password: Some("pw".into()),
+            ..ProxmoxIsoConfig::default()
+        };
+        let none = |_: &str| None;
+        let e = connect_options(&cfg, &none).err().unwrap_or_default();
+        assert!(e.contains("plain http://"), "{e}");
+        assert!(e.contains(ALLOW_PLAIN_HTTP_ENV), "{e}");
+        let off = |k: &str| (k == ALLOW_PLAIN_HTTP_ENV).then(|| "0".to_string());
+        assert!(connect_options(&cfg, &off).is_err());
+        let on = |k: &str| (k == ALLOW_PLAIN_HTTP_ENV).then(|| "1".to_string());
+        let o = connect_options(&cfg, &on).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.allow_http);
+        let t = transport_description(&o);
+        assert!(t.contains("NOT encrypted") && !t.contains("TLS verified"), "{t}");
+        // https is unchanged
+        let cfg_tls = ProxmoxIsoConfig {
+            proxmox_url: Some("https://pve:8006".into()),
+            ..cfg
+        };
+        let o = connect_options(&cfg_tls, &on).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!o.allow_http);
+        assert_eq!(transport_description(&o), "TLS verified");
     }
 }

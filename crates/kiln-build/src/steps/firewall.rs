@@ -61,6 +61,10 @@ impl Step<BuildState> for StepFirewall {
             .unwrap_or_default();
         match &guard.report.outcome {
             OpenOutcome::Opened { commands } => {
+                crate::leftovers::add(
+                    &format!("firewall:{port}"),
+                    format!("HTTP port {port}/tcp open in {backend}: `sudo kiln port close --stale`"),
+                );
                 cx.ui.say(&format!("Opened HTTP port {port}/tcp in {backend} for this build"));
                 for c in commands {
                     cx.ui.message(&format!("ran: {c}"));
@@ -89,10 +93,12 @@ impl Step<BuildState> for StepFirewall {
         }
         let port = self.port;
         match tokio::task::spawn_blocking(move || guard.close()).await {
-            Ok(Ok(Some(CloseOutcome::Closed { .. }))) => cx
-                .ui
-                .say(&format!("Closed HTTP port {port}/tcp in the host firewall")),
-            Ok(Ok(_)) => {}
+            Ok(Ok(Some(CloseOutcome::Closed { .. }))) => {
+                crate::leftovers::remove(&format!("firewall:{port}"));
+                cx.ui
+                    .say(&format!("Closed HTTP port {port}/tcp in the host firewall"))
+            }
+            Ok(Ok(_)) => crate::leftovers::remove(&format!("firewall:{port}")),
             Ok(Err(e)) => cx.ui.error(&format!(
                 "could not close HTTP port {port}/tcp in the host firewall: {e}\n  \
                  hint: `sudo kiln port close --stale` closes what kiln left open"

@@ -135,6 +135,10 @@ impl StepIso {
             // record before uploading: cleanup deletes it even if the upload half-finished
             st.generated_isos
                 .push((pool.clone(), volid.clone(), iso.unmount));
+            crate::leftovers::add(
+                &format!("iso:{node}:{volid}"),
+                format!("generated ISO {volid}: {}", volume_manual_command(&node, &pool, &volid)),
+            );
             self.upload(cx, &client, &node, &pool, &out, &name).await?;
             return Ok(volid);
         }
@@ -355,24 +359,54 @@ impl Step<BuildState> for StepIso {
         };
         let gens = std::mem::take(&mut st.generated_isos);
         for (pool, volid, unmount) in gens {
+            let key = format!("iso:{}:{volid}", st.node);
             if outcome == Outcome::Success && !unmount {
+                crate::leftovers::remove(&key);
                 continue; // still attached to the template
             }
-            let r = match client.delete_volume(&st.node, &pool, &volid).await {
-                Ok(t) => client.wait_opt(t, &st.wait_opts()).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(()) => cx
-                    .ui
-                    .message(&format!("Deleted generated ISO from {volid}")),
-                Err(e) if e.status() == Some(404) || e.to_string().contains("does not exist") => {}
-                Err(e) => cx.ui.error(&format!(
-                    "Could not delete generated ISO {volid}: {e} — delete it by hand"
-                )),
+            let mut last = String::new();
+            let mut done = false;
+            // only "does not exist" means gone; anything else is retried, then reported
+            for (attempt, wait) in [1u64, 2, 4, 0].into_iter().enumerate() {
+                let r = match client.delete_volume(&st.node, &pool, &volid).await {
+                    Ok(t) => client.wait_opt(t, &st.wait_opts()).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) => {
+                        cx.ui
+                            .message(&format!("Deleted generated ISO from {volid}"));
+                        done = true;
+                    }
+                    Err(e) if e.api().is_some_and(|a| a.is_not_found()) => done = true,
+                    Err(e) => last = e.to_string(),
+                }
+                if done || wait == 0 {
+                    break;
+                }
+                cx.ui.message(&format!(
+                    "Could not delete generated ISO {volid} ({last}); retrying in {wait}s (attempt {}/4)",
+                    attempt + 2
+                ));
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            }
+            if done {
+                crate::leftovers::remove(&key);
+            } else {
+                cx.ui.error(&format!(
+                    "Could not delete generated ISO {volid}: {last}\n  it may still exist — delete it by hand: {}",
+                    volume_manual_command(&st.node, &pool, &volid)
+                ));
             }
         }
     }
+}
+
+/// What to run by hand to delete a storage volume.
+pub fn volume_manual_command(node: &str, pool: &str, volid: &str) -> String {
+    format!(
+        "on node {node}: `pvesm free {volid}`, or `pvesh delete /nodes/{node}/storage/{pool}/content/{volid}`"
+    )
 }
 
 #[cfg(test)]
