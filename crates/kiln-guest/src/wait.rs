@@ -153,7 +153,6 @@ pub async fn wait_for_ssh(
     let mut auth_failures = 0u32;
     let mut last = String::from("no attempt made");
     let mut grace_until: Option<Instant> = None;
-    let mut pause = POLL_INTERVAL;
     loop {
         if cancel.is_cancelled() {
             return Err(WaitError::Cancelled);
@@ -178,6 +177,7 @@ pub async fn wait_for_ssh(
             _ = cancel.cancelled() => return Err(WaitError::Cancelled),
             r = connect_once(&cfg, per_try) => r,
         };
+        let mut pause: Duration;
         match r {
             Ok(conn) => {
                 let fp = conn.host_key_fingerprint.clone();
