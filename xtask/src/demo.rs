@@ -26,19 +26,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Debian packages the demo runs (the test-guest build installs its own on top).
-const PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "qemu-utils",
-    "ovmf",
-    "dnsmasq-base",
-    "iproute2",
-    "openssh-client",
-    "ansible",
-    "curl",
-    "ca-certificates",
-];
-
 const TEMPLATE_ID: u32 = 9000;
 const CLONE_ID: u32 = 9100;
 const TOKEN_ID: &str = "root@pam!demo";
@@ -112,10 +99,12 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let root = crate::workspace_root();
 
-    let mut all: Vec<&str> = PACKAGES.to_vec();
-    all.extend(crate::test_guest::BUILD_PACKAGES.iter().map(|(_, p)| *p));
-    if !is_root() {
-        let missing: Vec<&str> = all.iter().copied().filter(|p| !is_installed(p)).collect();
+    if !crate::packages::is_root() {
+        let missing: Vec<&str> = crate::packages::for_demo()
+            .iter()
+            .filter(|n| !is_installed(n.pkg))
+            .map(|n| n.pkg)
+            .collect();
         eprintln!(
             "kiln demo needs root: it creates a network namespace, a bridge and QEMU tap devices inside it."
         );
@@ -212,11 +201,11 @@ impl Demo {
     fn run(&mut self, root: &Path, args: &Args, started: Instant) -> Result<()> {
         // 1. packages
         self.phase("system packages");
-        let mut all: Vec<&str> = PACKAGES.to_vec();
-        all.extend(crate::test_guest::BUILD_PACKAGES.iter().map(|(_, p)| *p));
-        all.sort_unstable();
-        all.dedup();
-        crate::test::install_packages(&all)?;
+        crate::packages::ensure(
+            "demo",
+            &crate::packages::for_demo(),
+            crate::packages::Options { install: true },
+        )?;
         check_signal()?;
 
         // 2. test guest
@@ -924,14 +913,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn is_installed(pkg: &str) -> bool {

@@ -5,6 +5,7 @@ mod bootcmd_corpus;
 mod config_docs;
 mod corpus;
 mod demo;
+mod packages;
 mod regen_schema;
 mod test;
 mod test_guest;
@@ -32,6 +33,8 @@ enum Task {
     Corpus(corpus::Args),
     /// Write docs/configuration.md from kiln-config's typed model (--check: fail when stale)
     ConfigDocs(config_docs::Args),
+    /// Install (or with --check only verify) the Debian packages the tests need, never removing any
+    Packages(packages::Args),
     /// First run without Proxmox: sandbox + `kiln build examples/test-guest` + a booted clone, then cleanup
     Demo(demo::Args),
 }
@@ -64,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Task::Corpus(a) => corpus::run(a),
         Task::ConfigDocs(a) => config_docs::run(a),
         Task::Demo(a) => demo::run(a),
+        Task::Packages(a) => packages::run(a),
     }
 }

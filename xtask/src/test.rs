@@ -10,50 +10,9 @@
 //!
 //! `--quick` skips steps 1–2 and the end-to-end tier (they then print `skipped: …`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::process::Command;
 use std::time::Instant;
-
-/// Debian packages the test tiers need. Each line says who needs it.
-pub const PACKAGES: &[&str] = &[
-    // QEMU guests (sandbox, test guest), UEFI firmware, disk images
-    "qemu-system-x86",
-    "qemu-utils",
-    "ovmf",
-    // building the test-guest ISO (the xtask also installs what it misses)
-    "debootstrap",
-    "grub-pc-bin",
-    "grub-efi-amd64-bin",
-    "grub-common",
-    "xorriso",
-    "mtools",
-    "cpio",
-    "busybox-static",
-    "e2fsprogs",
-    "dosfstools",
-    "fdisk",
-    "zstd",
-    "bc",
-    // sandbox network: namespaces, bridge, DHCP
-    "iproute2",
-    "dnsmasq-base",
-    // communicator and provisioners
-    "openssh-client",
-    "openssh-server",
-    "ansible",
-    // the real Packer 1.6.6 the sandbox must satisfy
-    "packer",
-    // firewall backends
-    "iptables",
-    "nftables",
-    "ufw",
-    // misc tools used by tests
-    "python3",
-    "socat",
-    "curl",
-    "ca-certificates",
-    "kmod",
-];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -81,7 +40,13 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     if !args.quick {
-        phase("system packages", &mut || install_packages(PACKAGES))?;
+        phase("system packages", &mut || {
+            crate::packages::ensure(
+                "xtask test",
+                &crate::packages::for_tests(),
+                crate::packages::Options { install: true },
+            )
+        })?;
         phase("test guest", &mut || {
             let exe = std::env::current_exe().context("locating the xtask binary")?;
             crate::run_cmd(Command::new(exe).arg("test-guest").current_dir(&root))
@@ -123,6 +88,8 @@ pub fn run(args: Args) -> Result<()> {
             .current_dir(&root);
         cmd.arg("--");
         if !args.quick {
+            // e2e tests are #[ignore]d unless asked for: ask for them, with the switch they check
+            cmd.arg("--include-ignored");
             // end-to-end tests start QEMU guests: one at a time on a 2-core machine
             cmd.arg("--test-threads=1");
             cmd.env("KILN_E2E", "1");
@@ -144,54 +111,4 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("  {name:<20} {secs:>7.1} s");
     }
     Ok(())
-}
-
-/// Installs the packages of `wanted` that dpkg does not report as installed.
-pub fn install_packages(wanted: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = wanted
-        .iter()
-        .copied()
-        .filter(|p| !is_installed(p))
-        .collect();
-    if missing.is_empty() {
-        eprintln!("all {} packages present", wanted.len());
-        return Ok(());
-    }
-    eprintln!("installing: {}", missing.join(" "));
-    if !is_root() {
-        bail!(
-            "missing packages: {}\n  hint: run as root, or install them first: sudo apt-get install -y {}",
-            missing.join(" "),
-            missing.join(" ")
-        );
-    }
-    let install = |update_first: bool| -> Result<()> {
-        if update_first {
-            crate::run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-        }
-        crate::run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    // a fresh machine may have no package lists yet: update once and retry
-    install(false).or_else(|_| install(true))
-}
-
-fn is_installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }

@@ -4,8 +4,8 @@
 //! The output is cached under `target/test-guest/<recipe-hash>/guest.iso`, where the hash covers
 //! every recipe file (name, mode and content), and `target/test-guest/guest.iso` is a symlink to
 //! the current one. `.deb` files are cached in `target/test-guest/cache/` so a rebuild after a
-//! recipe change does not download again. Missing build tools are installed with
-//! `apt-get install -y --no-install-recommends` (`apt-get update` only if that fails). The Debian
+//! recipe change does not download again. Missing build tools are installed by the one package installer
+//! (`packages.rs`: simulated first, never removes anything, binaries checked afterwards). The Debian
 //! mirror is read from the host's apt sources, never hard-coded.
 
 use anyhow::{bail, Context, Result};
@@ -14,23 +14,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-/// Debian packages needed on the build host (binary they provide, package).
-pub const BUILD_PACKAGES: &[(&str, &str)] = &[
-    ("debootstrap", "debootstrap"),
-    ("/usr/lib/grub/i386-pc/modinfo.sh", "grub-pc-bin"),
-    ("/usr/lib/grub/x86_64-efi/modinfo.sh", "grub-efi-amd64-bin"),
-    ("grub-mkrescue", "grub-common"),
-    ("xorriso", "xorriso"),
-    ("mformat", "mtools"),
-    ("cpio", "cpio"),
-    ("/usr/bin/busybox", "busybox-static"),
-    ("mke2fs", "e2fsprogs"),
-    ("sfdisk", "fdisk"),
-    ("zstd", "zstd"),
-    ("bc", "bc"),
-    ("depmod", "kmod"),
-];
 
 const SUITE: &str = "bookworm";
 
@@ -68,7 +51,7 @@ pub fn ensure(root: &Path, force: bool, install: bool) -> Result<PathBuf> {
         );
         return Ok(link);
     }
-    if !is_root() {
+    if !crate::packages::is_root() {
         bail!("building the test guest needs root (debootstrap, chroot, mounts); run as root");
     }
     ensure_packages(install)?;
@@ -163,53 +146,12 @@ pub fn recipe_hash(dir: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize())[..16].to_string())
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn have(what: &str) -> bool {
-    if what.starts_with('/') {
-        return Path::new(what).exists();
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
-        .any(|d| d.join(what).is_file())
-}
-
 fn ensure_packages(install: bool) -> Result<()> {
-    let missing: Vec<&str> = BUILD_PACKAGES
-        .iter()
-        .filter(|(probe, _)| !have(probe))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !install {
-        bail!("missing build packages: {}", missing.join(" "));
-    }
-    println!("test guest: installing {}", missing.join(" "));
-    let apt = |update: bool| -> Result<bool> {
-        if update {
-            Command::new("apt-get").args(["update", "-q"]).status()?;
-        }
-        Ok(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("run apt-get")?
-            .success())
-    };
-    if !apt(false)? && !apt(true)? {
-        bail!("apt-get install {} failed", missing.join(" "));
-    }
-    Ok(())
+    crate::packages::ensure(
+        "test guest",
+        crate::packages::GUEST_BUILD,
+        crate::packages::Options { install },
+    )
 }
 
 /// The host's Debian mirror for `SUITE` and its security mirror, from /etc/apt/sources.list(.d).
