@@ -22,20 +22,6 @@ const TEST_PASSWORD_HASH: &str =
 /// uid/gid of [`TEST_USER`].
 pub const TEST_UID: u32 = 64242;
 
-/// `true` when end-to-end tests should run (`KILN_E2E=1`, set by `cargo xtask test`).
-pub fn e2e_enabled() -> bool {
-    std::env::var("KILN_E2E").is_ok_and(|v| v == "1")
-}
-
-/// Print the standard skip line and return `true` when e2e tests are not enabled.
-pub fn skip_unless_e2e() -> bool {
-    if e2e_enabled() {
-        return false;
-    }
-    println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-    true
-}
-
 /// A running test sshd.
 pub struct TestSshd {
     child: Option<Child>,

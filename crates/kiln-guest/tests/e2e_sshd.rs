@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_guest::testsupport::{skip_unless_e2e, TestSshd, TEST_PASSWORD, TEST_USER};
+use kiln_guest::testsupport::{TestSshd, TEST_PASSWORD, TEST_USER};
 use kiln_guest::{
     wait_for_ssh, CancellationToken, CommError, Communicator, ConnectError, ExitStatus, SshAuth,
     SshCommunicator, SshConfig, TempKeyPair, WaitError, WaitEvent,
@@ -51,11 +51,10 @@ impl Collected {
     }
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn password_auth_exec_codes_and_streams() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let c = SshCommunicator::connect(cfg(&s, pw()))
         .await
@@ -86,11 +85,10 @@ async fn password_auth_exec_codes_and_streams() {
     }
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn pty_merges_streams() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let mut c = cfg(&s, pw());
     c.pty = true;
@@ -106,11 +104,10 @@ async fn pty_merges_streams() {
     assert!(out.contains(&"to-stderr".to_string()), "{out:?}");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn signal_exit_and_cancel() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let c = SshCommunicator::connect(cfg(&s, pw()))
         .await
@@ -151,11 +148,10 @@ async fn signal_exit_and_cancel() {
     assert_eq!(o.stdout, "ok\n");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn key_auth_all_kinds() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     // generated temporary key
     let k = Arc::new(TempKeyPair::generate_ed25519("kiln-test").expect("key"));
@@ -206,11 +202,10 @@ async fn key_auth_all_kinds() {
     }
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn wrong_password_is_a_clear_error() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let e = SshCommunicator::connect(cfg(&s, vec![SshAuth::Password("wrong-password".into())]))
         .await
@@ -246,11 +241,10 @@ async fn wrong_password_is_a_clear_error() {
     );
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn upload_download_files_and_dirs() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let c = SshCommunicator::connect(cfg(&s, pw()))
         .await
@@ -351,11 +345,10 @@ async fn upload_download_files_and_dirs() {
     assert!(e.to_string().contains("does/not/exist"), "{e}");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn wait_for_ssh_port_opens_later_and_reconnect() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let mut s = TestSshd::prepare().expect("prepare");
     let port = s.port();
     let events = Arc::new(Mutex::new(Vec::<WaitEvent>::new()));
@@ -412,11 +405,10 @@ async fn wait_for_ssh_port_opens_later_and_reconnect() {
     let _s = restart.await.expect("join").expect("relaunch");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn wait_for_ssh_times_out_and_cancels() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = TestSshd::prepare().expect("prepare"); // never launched: port closed
     let mut c = SshConfig::new("127.0.0.1", TEST_USER, pw());
     c.port = s.port();
@@ -443,11 +435,10 @@ async fn wait_for_ssh_times_out_and_cancels() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn host_key_pinning() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let first = SshCommunicator::connect(cfg(&s, pw()))
         .await
@@ -475,11 +466,10 @@ async fn host_key_pinning() {
     assert!(e.to_string().contains(&fp), "{e}");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn bastion_tunnel() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     // the bastion is the same sshd; the target is reached through a direct-tcpip channel
     let s = sshd();
     let mut c = SshConfig::new("127.0.0.1", TEST_USER, pw());
@@ -511,11 +501,10 @@ async fn bastion_tunnel() {
     assert!(matches!(e, ConnectError::Bastion { .. }), "{e:?}");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn agent_auth() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = sshd();
     let key = s.make_key("ed25519", false, "").expect("key");
     let sock = s.scratch().join("agent.sock");
@@ -567,11 +556,10 @@ async fn agent_auth() {
     assert_eq!(o.stdout, "via-agent\n");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn without_sftp_uploads_fall_back_to_the_shell() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let s = TestSshd::start_without_sftp().unwrap_or_else(|e| panic!("sshd: {e}"));
     let c = SshCommunicator::connect(cfg(&s, pw()))
         .await

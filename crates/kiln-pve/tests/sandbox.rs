@@ -335,12 +335,10 @@ async fn injected_faults_retry_policy_and_task_failure() {
 }
 
 /// Disks need `qemu-img` (Debian `qemu-utils`): e2e tier.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn e2e_disk_template_and_clone() {
-    if std::env::var_os("KILN_E2E").is_none() {
-        println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-        return;
-    }
+    kiln_testguest::require_e2e();
     let (sb, _dir) = sandbox(Faults::default()).await;
     let node = sb.node.clone();
     let c = Client::connect(opts(&sb, token())).await.unwrap();

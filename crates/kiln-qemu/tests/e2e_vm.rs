@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{e2e, short_tempdir, spec_in};
+use common::{short_tempdir, spec_in};
 use kiln_qemu::disk::{self, ImageFormat};
 use kiln_qemu::vm::{StopReason, VmEvent};
 use kiln_qemu::{AgentError, RunningVm, VmError, VmState};
@@ -19,11 +19,10 @@ async fn make_disk(dir: &Path, vol: &str, format: ImageFormat, bytes: u64) {
 
 /// Every generated command line in this table is accepted by the real QEMU (`freeze: 1` keeps
 /// the guest in `prelaunch`, so each start costs well under a second).
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn qemu_accepts_generated_command_lines() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let dir = short_tempdir();
     make_disk(
         dir.path(),
@@ -170,11 +169,10 @@ async fn qemu_accepts_generated_command_lines() {
 /// SeaBIOS with an empty disk: QMP status, keys, agent timeout, the reboot loop of SeaBIOS
 /// ("No bootable device", reboot after 1 s) is turned into QEMU restarts while the VM stays
 /// running, and stop() ends it.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn seabios_vm_lifecycle() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let dir = short_tempdir();
     make_disk(
         dir.path(),
@@ -288,11 +286,10 @@ async fn seabios_vm_lifecycle() {
 }
 
 /// Dropping a RunningVm kills its QEMU.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn drop_kills_qemu() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let dir = short_tempdir();
     let vm = RunningVm::start(spec_in(
         dir.path(),
@@ -317,11 +314,10 @@ async fn drop_kills_qemu() {
 }
 
 /// A QEMU that cannot start reports its own error text.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn start_failure_carries_qemu_message() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let dir = short_tempdir();
     // a qcow2 volume that is not a qcow2 file
     let p = dir.path().join("vols/local-lvm/vm-103-disk-0.qcow2");
@@ -343,11 +339,10 @@ async fn start_failure_carries_qemu_message() {
 
 /// The cloud-init ISO is readable by the standard tools: blkid sees LABEL=cidata, xorriso
 /// extracts the lower-case file names with their content.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn cloudinit_iso_readable_by_blkid_and_xorriso() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     use kiln_qemu::cloudinit::{generate, write_iso, HostDns};
     let dir = short_tempdir();
     let cfg = [
@@ -406,11 +401,10 @@ fn cloudinit_iso_readable_by_blkid_and_xorriso() {
 }
 
 /// qemu-img helpers against the real tool.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn disk_helpers() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let dir = short_tempdir();
     let a = dir.path().join("vm-100-disk-0.qcow2");
     disk::create(&a, ImageFormat::Qcow2, disk::parse_size("1G").unwrap())
@@ -461,11 +455,10 @@ async fn wait_serial(log: &Path, needle: &str, timeout: Duration) -> Option<Stri
 /// The generated cloud-init drive is found (blkid LABEL=cidata) and read by a real Linux guest:
 /// the test guest's installer, booted with `autoinstall ds=nocloud`, takes its seed from the
 /// cidata CD-ROM and reports the size of the user-data it read.
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn test_guest_reads_the_cloudinit_drive() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let iso = common::test_guest_iso()
         .expect("test-guest ISO missing: run `cargo xtask test-guest` or set KILN_TEST_GUEST_ISO");
     let dir = short_tempdir();
@@ -539,11 +532,10 @@ async fn test_guest_reads_the_cloudinit_drive() {
 /// The KVM probe gives an answer that matches reality: when it says yes, a KVM guest runs.
 /// (On the development machine /dev/kvm exists but QEMU aborts with "failed to set MSR", so the
 /// probe must say no there.)
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn kvm_probe_answers() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let t = Instant::now();
     let usable = kiln_qemu::spec::kvm_usable();
     eprintln!(
@@ -558,11 +550,10 @@ fn kvm_probe_answers() {
 }
 
 /// `reboot: 0`: a guest reset stops the VM instead of restarting it (PVE: "exit on reboot").
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn reboot_disabled_stops_on_reset() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let dir = short_tempdir();
     let vm = RunningVm::start(spec_in(
         dir.path(),

@@ -75,14 +75,27 @@ pub fn iso_path() -> Result<PathBuf> {
     }
 }
 
-/// `true` when end-to-end tests should run (`KILN_E2E=1`); otherwise prints the standard skip
-/// message and returns `false`.
-pub fn e2e_enabled() -> bool {
-    if std::env::var("KILN_E2E").is_ok_and(|v| v == "1") {
-        true
-    } else {
-        println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-        false
+/// The `#[ignore]` reason every end-to-end test carries: without `KILN_E2E=1` the test runner reports
+/// it as *ignored*, never as `ok`. `cargo xtask test` sets `KILN_E2E=1` and passes `--include-ignored`.
+pub const E2E_IGNORE: &str = "e2e: needs KILN_E2E=1 (cargo xtask test)";
+
+/// `true` when end-to-end tests are switched on (`KILN_E2E=1`; `KILN_E2E=0` or unset means off).
+pub fn e2e_on() -> bool {
+    std::env::var("KILN_E2E").is_ok_and(|v| v == "1")
+}
+
+/// The first line of every end-to-end test (which is also `#[ignore]`d, see [`E2E_IGNORE`]).
+///
+/// An e2e test only runs when asked for with `--include-ignored`/`--ignored`; if it is asked for while
+/// `KILN_E2E` is not `1`, it fails with an explanation instead of passing without having tested anything.
+#[track_caller]
+pub fn require_e2e() {
+    if !e2e_on() {
+        panic!(
+            "this is an end-to-end test (root, QEMU, the test guest): it runs only with KILN_E2E=1 \
+             (`cargo xtask test` sets it and passes --include-ignored); KILN_E2E is {:?}",
+            std::env::var("KILN_E2E").ok()
+        );
     }
 }
 

@@ -4,11 +4,10 @@ mod common;
 use common::*;
 use kiln_testguest::qemu::DiskBus;
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn full_flow_user_net_edit_style_virtio_scsi_acpi_poweroff() {
-    if !kiln_testguest::e2e_enabled() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     full_flow(&FullFlow {
         name: "full-flow",
         machine: "pc",

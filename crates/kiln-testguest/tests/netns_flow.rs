@@ -6,11 +6,10 @@ mod common;
 use common::*;
 use kiln_testguest::qemu::DiskBus;
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn full_flow_netns_tap_console_style_sata_e1000_shutdown() {
-    if !kiln_testguest::e2e_enabled() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     full_flow(&FullFlow {
         name: "netns-flow",
         machine: "q35",

@@ -460,12 +460,10 @@ fn step_timings(out: &str) -> String {
         .join("\n")
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn e2e_kiln_build_on_sandbox() {
-    if std::env::var("KILN_E2E").ok().as_deref() != Some("1") {
-        println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-        return;
-    }
+    kiln_testguest::require_e2e();
     prerequisites();
     let tmp = must(tempfile::tempdir(), "temp dir");
     let fx = fixture(tmp.path());

@@ -8,13 +8,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-fn e2e() -> bool {
-    if std::env::var("KILN_E2E").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-    false
-}
 
 fn kiln() -> &'static str {
     env!("CARGO_BIN_EXE_kiln")
@@ -289,11 +282,10 @@ fn scenario(pair: &mut Pair, port: u16, backend: &str, count_rules: &dyn Fn(&Pai
     );
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn iptables_open_close_restores_ruleset() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let mut pair = Pair::new("i");
     for tool in ["iptables", "ip6tables"] {
         pair.in_server_ok(&[tool, "-P", "INPUT", "DROP"]);
@@ -317,11 +309,10 @@ fn iptables_open_close_restores_ruleset() {
     assert!(!pair.reachable(18081));
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn iptables_rule_of_another_owner_is_left_alone() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let mut pair = Pair::new("o");
     pair.in_server_ok(&["iptables", "-P", "INPUT", "DROP"]);
     pair.in_server_ok(&[
@@ -345,11 +336,10 @@ fn iptables_rule_of_another_owner_is_left_alone() {
     );
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn nftables_open_close_restores_ruleset() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let mut pair = Pair::new("n");
     pair.in_server_ok(&["nft", "add", "table", "inet", "filter"]);
     pair.in_server_ok(&[
@@ -378,11 +368,10 @@ fn nftables_open_close_restores_ruleset() {
     );
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn ufw_open_close_restores_ruleset() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let mut pair = Pair::new("u");
     let etc = tempfile::tempdir().expect("tempdir");
     sh_ok(&["cp", "-a", "/etc/ufw/.", &etc.path().to_string_lossy()]);
@@ -405,11 +394,10 @@ fn ufw_open_close_restores_ruleset() {
     );
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn stale_rule_of_a_dead_build_is_closed() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let mut pair = Pair::new("x");
     pair.in_server_ok(&["iptables", "-P", "INPUT", "DROP"]);
     pair.listen(18085);
@@ -461,11 +449,10 @@ fn serde_json_state(pid: u32, netns: &str) -> String {
     )
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn nixos_backend_runs_the_documented_commands() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     // NixOS cannot run here: a stand-in nixos-firewall-tool records how it is called
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("calls.log");
@@ -522,11 +509,10 @@ fn nixos_backend_runs_the_documented_commands() {
     );
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn clear_errors_and_nothing_changed() {
-    if !e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let state = tempfile::tempdir().expect("tempdir");
     // missing tool: no nixos-firewall-tool on this machine
     let o = Command::new(kiln())

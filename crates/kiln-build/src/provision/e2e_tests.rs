@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use kiln_config::model::{Ansible, FileProvisioner, Provisioner, ProvisionerKind, Shell};
-use kiln_guest::testsupport::{skip_unless_e2e, TestSshd, TEST_PASSWORD, TEST_USER};
+use kiln_guest::testsupport::{TestSshd, TEST_PASSWORD, TEST_USER};
 use kiln_guest::{Communicator, SshAuth, SshCommunicator, SshConfig, TempKeyPair};
 use tokio_util::sync::CancellationToken;
 
@@ -109,11 +109,10 @@ fn pw() -> Vec<SshAuth> {
     vec![SshAuth::Password(TEST_PASSWORD.into())]
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn shell_provisioner_on_real_sshd() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let rig = Rig::new(pw()).await;
     std::fs::write(
         rig.dir.path().join("two.sh"),
@@ -162,11 +161,10 @@ async fn shell_provisioner_on_real_sshd() {
     assert!(!rig.output().contains("not-reached"));
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn shell_expect_disconnect_on_real_sshd() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let rig = Rig::new(pw()).await;
     // kill our own session's sshd: the connection drops without an exit status
     let mut s = shell();
@@ -201,11 +199,10 @@ async fn shell_expect_disconnect_on_real_sshd() {
     assert_eq!(o.stdout, "alive\n");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn file_provisioner_on_real_sshd() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let rig = Rig::new(pw()).await;
     let d = rig.dir.path();
     std::fs::create_dir_all(d.join("conf/sub")).expect("mkdir");
@@ -286,11 +283,10 @@ fn playbook(dir: &std::path::Path) -> std::path::PathBuf {
     pb
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn ansible_with_password_installs_and_removes_a_temp_key() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let rig = Rig::new(pw()).await;
     playbook(rig.dir.path());
     let a = Ansible {
@@ -325,11 +321,10 @@ async fn ansible_with_password_installs_and_removes_a_temp_key() {
     assert!(!out.contains(TEST_PASSWORD), "password leaked: {out}");
 }
 
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[tokio::test]
 async fn ansible_with_temp_key_and_failure() {
-    if skip_unless_e2e() {
-        return;
-    }
+    kiln_testguest::require_e2e();
     let sshd = TestSshd::start().unwrap_or_else(|e| panic!("cannot start the test sshd: {e}"));
     let k = Arc::new(TempKeyPair::generate_ed25519("kiln-build-key").expect("key"));
     sshd.authorize_key(k.public_key_openssh())

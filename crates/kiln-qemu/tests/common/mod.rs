@@ -6,16 +6,6 @@ use std::path::{Path, PathBuf};
 
 use kiln_qemu::{Accel, VmSpec};
 
-/// True when e2e tests should run; prints the skip line otherwise.
-pub fn e2e() -> bool {
-    if std::env::var("KILN_E2E").as_deref() == Ok("1") {
-        true
-    } else {
-        eprintln!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-        false
-    }
-}
-
 /// A short run directory (Unix socket paths must stay < 108 bytes).
 pub fn short_tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -133,12 +133,3 @@ pub async fn resp(r: reqwest::Response) -> Resp {
         raw,
     }
 }
-
-pub fn e2e() -> bool {
-    if std::env::var("KILN_E2E").ok().as_deref() == Some("1") {
-        true
-    } else {
-        println!("skipped: set KILN_E2E=1 (cargo xtask test sets it)");
-        false
-    }
-}
