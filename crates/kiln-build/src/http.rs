@@ -4,8 +4,7 @@
 //! "nothing fetched" diagnosis).
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Method, Request, Response, StatusCode};
+use axum::http::{header, Method, Response, StatusCode};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
@@ -262,6 +261,28 @@ struct Shared {
     log: Arc<dyn Fn(&Fetch) + Send + Sync>,
 }
 
+/// Limits that keep a slow or hostile client from tying the server up.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// A request's headers must arrive within this long after the connection opens (or after
+    /// the previous response on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// A connection with no bytes moving in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// At most this many connections at once; more are closed at once (the installer retries).
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 64,
+        }
+    }
+}
+
 /// A running server. Dropping it without [`HttpServer::stop`] also stops it (abort).
 pub struct HttpServer {
     pub local_addr: SocketAddr,
@@ -273,11 +294,21 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Start serving. `log` is called for every answered request.
+    /// Start serving with the default [`ServerLimits`]. `log` is called for every answered request.
     pub async fn start(
         cfg: HttpConfig,
         http_ip: IpAddr,
         log: Arc<dyn Fn(&Fetch) + Send + Sync>,
+    ) -> Result<HttpServer, HttpError> {
+        Self::start_with_limits(cfg, http_ip, log, ServerLimits::default()).await
+    }
+
+    /// Start serving with explicit limits.
+    pub async fn start_with_limits(
+        cfg: HttpConfig,
+        http_ip: IpAddr,
+        log: Arc<dyn Fn(&Fetch) + Send + Sync>,
+        limits: ServerLimits,
     ) -> Result<HttpServer, HttpError> {
         if let Some(d) = &cfg.directory {
             if !d.is_dir() {
@@ -307,15 +338,8 @@ impl HttpServer {
             started: Instant::now(),
             log,
         });
-        let app = axum::Router::new().fallback(handle).with_state(shared);
         let stop = CancellationToken::new();
-        let stop2 = stop.clone();
-        let task = tokio::spawn(async move {
-            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-            let _ = axum::serve(listener, svc)
-                .with_graceful_shutdown(async move { stop2.cancelled().await })
-                .await;
-        });
+        let task = tokio::spawn(accept_loop(listener, shared, limits, stop.clone()));
         Ok(HttpServer {
             local_addr,
             http_ip,
@@ -363,20 +387,166 @@ impl Drop for HttpServer {
     }
 }
 
-async fn handle(
-    State(sh): State<Arc<Shared>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+/// Accept connections until `stop`; each one under the limits, all cut when the server stops.
+async fn accept_loop(
+    listener: TcpListener,
+    sh: Arc<Shared>,
+    limits: ServerLimits,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning
+                    tracing::debug!(error = %e, "HTTP server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP server: connection limit reached, closing");
+            drop(tcp);
+            continue;
+        };
+        let sh = sh.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            serve_connection(tcp, peer, sh, limits, stop).await;
+        });
+    }
+    drop(listener); // the port closes now; open connections get a moment to finish
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
+
+/// A socket that records when bytes last moved (for the idle timeout).
+struct Activity<T> {
+    io: T,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    epoch: Instant,
+}
+
+impl<T> Activity<T> {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    sh: Arc<Shared>,
+    limits: ServerLimits,
+    stop: CancellationToken,
+) {
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let epoch = Instant::now();
+    let io = hyper_util::rt::TokioIo::new(Activity {
+        io: tcp,
+        last: last.clone(),
+        epoch,
+    });
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let sh = sh.clone();
+        async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            Ok::<_, std::convert::Infallible>(handle(&sh, peer, method, path).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    // closed when no request has started within the header timeout, when nothing moved for the
+    // idle timeout, or when the server stops
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let idle_for = epoch.elapsed().saturating_sub(Duration::from_millis(
+                last.load(std::sync::atomic::Ordering::Relaxed),
+            ));
+            let never_spoke = last.load(std::sync::atomic::Ordering::Relaxed) == 0;
+            if (never_spoke && epoch.elapsed() >= limits.header_timeout)
+                || idle_for >= limits.idle_timeout
+            {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = watchdog => tracing::debug!(%peer, "HTTP server: closing an idle connection"),
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await;
+        }
+    }
+}
+
+async fn handle(sh: &Shared, client: SocketAddr, method: Method, path: String) -> Response<Body> {
     let resp = if method != Method::GET && method != Method::HEAD {
         plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
         )
     } else {
-        serve(&sh, &path, method == Method::HEAD).await
+        serve(sh, &path, method == Method::HEAD).await
     };
     let f = Fetch {
         at: sh.started.elapsed(),
@@ -419,8 +589,12 @@ async fn serve(sh: &Shared, path: &str, head: bool) -> Response<Body> {
         let Some(file) = resolve_under(root, path) else {
             return plain(StatusCode::FORBIDDEN, "forbidden\n".into());
         };
+        // the index file is resolved like any other path: a symlink out of the root is refused
         let file = if file.is_dir() {
-            file.join("index.html")
+            match resolve_under(root, &format!("{}/index.html", path.trim_end_matches('/'))) {
+                Some(f) => f,
+                None => return plain(StatusCode::FORBIDDEN, "forbidden\n".into()),
+            }
         } else {
             file
         };
@@ -643,5 +817,134 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "port still open after stop"
         );
+    }
+
+    fn local_cfg(root: PathBuf) -> HttpConfig {
+        HttpConfig {
+            directory: Some(root),
+            content: BTreeMap::new(),
+            bind_address: Some("127.0.0.1".into()),
+            interface: None,
+            port_min: 18000,
+            port_max: 18999,
+        }
+    }
+
+    fn no_log() -> Arc<dyn Fn(&Fetch) + Send + Sync> {
+        Arc::new(|_: &Fetch| {})
+    }
+
+    /// issue 11: `GET /sub/` served a file outside http_directory when `sub/index.html` was a
+    /// symlink to it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlinked_index_file_pointing_outside_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = dir.path().join("http");
+        std::fs::create_dir_all(root.join("sub")).ok();
+        std::fs::create_dir_all(root.join("ok")).ok();
+        std::fs::write(dir.path().join("secret"), "TOP-SECRET").ok();
+        std::fs::write(root.join("ok/index.html"), "fine").ok();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("sub/index.html")).ok();
+        let ip: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let srv = HttpServer::start(local_cfg(root), ip, no_log())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for p in ["/sub/", "/sub", "/sub/index.html"] {
+            let (st, body) = raw_get(srv.local_addr, p).await;
+            assert!(st == 403 || st == 404, "{p}: {st} {body}");
+            assert!(!body.contains("TOP-SECRET"), "{p}: {body}");
+        }
+        assert_eq!(raw_get(srv.local_addr, "/ok/").await, (200, "fine".into()));
+        srv.stop().await;
+    }
+
+    /// issue 11: half-open requests stayed open for 40 s and, with a low fd limit, starved the
+    /// installer. Now they are closed after the header timeout and a real GET still works.
+    #[tokio::test]
+    async fn half_open_connections_are_closed_and_real_requests_still_work() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = dir.path().join("http");
+        std::fs::create_dir_all(&root).ok();
+        std::fs::write(root.join("user-data"), "#cloud-config\n").ok();
+        let limits = ServerLimits {
+            header_timeout: Duration::from_millis(800),
+            idle_timeout: Duration::from_secs(3),
+            max_connections: 64,
+        };
+        let ip: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let srv = HttpServer::start_with_limits(local_cfg(root), ip, no_log(), limits)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = srv.local_addr;
+        let mut held = Vec::new();
+        for i in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if i % 2 == 0 {
+                // half a request, never finished
+                s.write_all(b"GET /user-data HTTP/1.1\r\nHost: x\r\n").await.ok();
+            }
+            held.push(s);
+        }
+        // while they hang, a real client is served
+        assert_eq!(
+            raw_get(addr, "/user-data").await,
+            (200, "#cloud-config\n".into())
+        );
+        // every half-open connection is closed by the server within a few seconds
+        let t0 = Instant::now();
+        for mut s in held {
+            let mut buf = [0u8; 512];
+            let r = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => continue, // a 408 before the close is fine
+                    }
+                }
+            })
+            .await;
+            assert!(r.is_ok(), "a half-open connection stayed open");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            raw_get(addr, "/user-data").await,
+            (200, "#cloud-config\n".into())
+        );
+        srv.stop().await;
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = dir.path().join("http");
+        std::fs::create_dir_all(&root).ok();
+        let limits = ServerLimits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 2,
+        };
+        let ip: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let srv = HttpServer::start_with_limits(local_cfg(root), ip, no_log(), limits)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = tokio::net::TcpStream::connect(srv.local_addr).await;
+        let b = tokio::net::TcpStream::connect(srv.local_addr).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut c = tokio::net::TcpStream::connect(srv.local_addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "the third connection was not closed"
+        );
+        drop((a, b));
+        srv.stop().await;
     }
 }
