@@ -86,8 +86,8 @@ GRUB_TIMEOUT=1
 GRUB_DISTRIBUTOR=Debian
 GRUB_CMDLINE_LINUX_DEFAULT=""
 GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"
-GRUB_TERMINAL="console serial"
-GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_TERMINAL_INPUT=console
+GRUB_TERMINAL_OUTPUT=vga_text
 GRUB_DISABLE_OS_PROBER=true
 X
 # the installed system's initramfs: only what a PVE-style VM needs to mount / (small, boots fast)
