@@ -191,3 +191,40 @@ mod tests {
         assert!(a.verify_token("PVEAPIToken=root@pam!kiln=wrong").is_none());
     }
 }
+
+/// A random 128-bit secret as 32 hex digits, from the OS RNG (`getrandom`). An RNG failure (or
+/// the impossible all-zero draw) is an error: the caller must not fall back to a weak secret.
+pub fn random_secret_hex() -> Result<String, String> {
+    use rand::TryRngCore;
+    let mut b = [0u8; 16];
+    let r = rand::rngs::OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|e| e.to_string());
+    secret_from(r.map(|()| b))
+}
+
+fn secret_from(r: Result<[u8; 16], String>) -> Result<String, String> {
+    match r {
+        Ok(b) if b.iter().any(|x| *x != 0) => Ok(hex::encode(b)),
+        Ok(_) => Err("the OS random number generator returned all zeros".into()),
+        Err(e) => Err(format!("the OS random number generator failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_os_rng_or_not_at_all() {
+        let a = random_secret_hex().unwrap_or_default();
+        let b = random_secret_hex().unwrap_or_default();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        // issue 11: a failed /dev/urandom read left an all-zero password
+        assert!(secret_from(Err("EIO".into()))
+            .unwrap_err()
+            .contains("failed: EIO"));
+        assert!(secret_from(Ok([0u8; 16])).is_err());
+    }
+}

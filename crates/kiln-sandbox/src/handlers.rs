@@ -2200,9 +2200,18 @@ async fn download_url(st: &Arc<State>, ctx: &Ctx, p: Params) -> ApiResult {
         Some(url::Host::Domain(d)) => d == "localhost",
         None => false,
     };
-    if !(url.scheme() == "file" || (matches!(url.scheme(), "http" | "https") && loopback)) {
+    // PVE's schema pattern `https?://.*` (checked before this handler) already refuses file://
+    // and every other scheme with "value does not match the regex pattern"; refuse them here
+    // too, with the same answer, so no path can read a local file
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::param(
+            "url",
+            "value does not match the regex pattern",
+        ));
+    }
+    if !loopback {
         return Err(ApiError::e500(format!(
-            "download-url: the kiln sandbox only downloads from loopback http(s) or file:// URLs, not '{url_s}'"
+            "download-url: the kiln sandbox only downloads from loopback http(s) URLs, not '{url_s}'"
         )));
     }
     let alg = p.str("checksum-algorithm").map(str::to_string);
@@ -2232,27 +2241,7 @@ async fn download_url(st: &Arc<State>, ctx: &Ctx, p: Params) -> ApiResult {
             .await
             .map_err(|e| format!("temp file: {e}"))?;
         let mut total = 0u64;
-        if url.scheme() == "file" {
-            use tokio::io::AsyncReadExt;
-            let path = url
-                .to_file_path()
-                .map_err(|_| format!("invalid file URL '{url_s}'"))?;
-            let mut f = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf[..n]);
-                }
-                out.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
-            }
-        } else {
+        {
             use futures::StreamExt;
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = reqwest::Client::builder()

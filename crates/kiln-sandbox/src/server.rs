@@ -41,6 +41,13 @@ pub struct SandboxConfig {
     /// Set up bridge `vmbr0` + dnsmasq in the current network namespace.
     pub network: bool,
     pub bridge: String,
+    /// A client must finish the TLS handshake within this long (PVE's proxy: a few seconds).
+    pub handshake_timeout: Duration,
+    /// An HTTP request's headers must arrive within this long; idle kept-alive connections are
+    /// closed after it too.
+    pub header_timeout: Duration,
+    /// At most this many connections at once (more are closed at once, never queued forever).
+    pub max_connections: usize,
 }
 
 impl SandboxConfig {
@@ -57,6 +64,9 @@ impl SandboxConfig {
             accel: kiln_qemu::Accel::Auto,
             network: false,
             bridge: "vmbr0".to_string(),
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 512,
         }
     }
 }
@@ -199,18 +209,43 @@ async fn accept_loop(
     st: Arc<State>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let handshake_timeout = st.cfg.handshake_timeout;
+    let header_timeout = st.cfg.header_timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(st.cfg.max_connections.max(1)));
+    let mut backoff = Duration::from_millis(5);
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
+                Ok(x) => {
+                    backoff = Duration::from_millis(5);
+                    x
+                }
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the listener stays readable, so retrying at once
+                    // spins at 100 % CPU; back off (up to 1 s) and let connections finish
+                    tracing::warn!(error = %e, "accept failed; backing off {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
             },
             _ = stop.changed() => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing");
+            drop(tcp);
+            continue;
         };
         let acceptor = acceptor.clone();
         let st = st.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
+            let _permit = permit;
+            // a client that never starts (or never finishes) TLS is cut off
+            let Ok(Ok(tls)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+            else {
                 return;
             };
             let io = hyper_util::rt::TokioIo::new(tls);
@@ -219,6 +254,8 @@ async fn accept_loop(
                 async move { handle(st, req, peer).await }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .keep_alive(true)
                 .serve_connection(io, svc)
                 .await;

@@ -138,6 +138,7 @@ async fn reexec_in_netns(ns: &str) -> CmdResult {
     };
     let pid = child.id();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let forwarded = tokio::select! {
         st = child.wait() => Some(("", st)),
         _ = tokio::signal::ctrl_c() => Some(("-INT", Ok(Default::default()))),
@@ -147,6 +148,12 @@ async fn reexec_in_netns(ns: &str) -> CmdResult {
                 None => std::future::pending::<()>().await,
             }
         } => Some(("-TERM", Ok(Default::default()))),
+        _ = async {
+            match hup.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => Some(("-HUP", Ok(Default::default()))),
     };
     let status = match forwarded {
         Some(("", st)) => st,
@@ -232,7 +239,13 @@ async fn serve(a: ServeArgs) -> CmdResult {
     let (password, cred_source) = match &a.password {
         Some(p) => (p.clone(), "argument or KILN_SANDBOX_PASSWORD".to_string()),
         None => {
-            let p = format!("{:032x}", rand_u128());
+            let p = match kiln_sandbox::auth::random_secret_hex() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: cannot make a random password: {e}\n  hint: pass --password or set KILN_SANDBOX_PASSWORD");
+                    return Ok(Code::Failed);
+                }
+            };
             let file = a.state.join("credentials.json");
             let _ = std::fs::create_dir_all(&a.state);
             let body = serde_json::json!({"username": a.user, "password": p});
@@ -282,16 +295,23 @@ async fn serve(a: ServeArgs) -> CmdResult {
         "network": network,
     });
     println!("{line}");
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term, mut hup) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("error: cannot install signal handler: {e}");
             sb.shutdown().await;
             return Ok(Code::Failed);
         }
     };
+    // SIGINT, SIGTERM and SIGHUP all get the same cleanup (VMs stopped, network torn down)
     let interrupted = tokio::select! {
-        _ = tokio::signal::ctrl_c() => true,
+        _ = int.recv() => true,
+        _ = hup.recv() => true,
         _ = term.recv() => false,
     };
     sb.shutdown().await;
@@ -300,15 +320,6 @@ async fn serve(a: ServeArgs) -> CmdResult {
     } else {
         Code::Ok
     })
-}
-
-fn rand_u128() -> u128 {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    u128::from_le_bytes(b)
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
