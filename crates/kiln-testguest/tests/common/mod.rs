@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 pub const PASSWORD_HASH: &str =
     "$6$kilntestsalt$X/WzK8sWB0DR2TE60aKAjJDzTFdfy/AqS1FVyWmUG7NYygw.U/FpvbHimW49HC7u6oWwEzF96YrAsZHcPnCM50";
 
-/// The GRUB menu is drawn and reads keys (printed on serial by the ISO's grub.cfg).
+/// The GRUB menu is drawn and reads keys (GRUB's countdown line on the VGA screen).
 pub const GRUB_READY: &str = "will be executed automatically";
 
 pub fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
@@ -172,7 +172,7 @@ pub fn console_style(ds: &str) -> String {
     )
 }
 
-/// Start QEMU, wait for the GRUB menu on serial, type `boot_command`.
+/// Start QEMU, wait for the GRUB menu on the VGA screen, type `boot_command` at Packer's pace.
 pub fn boot_and_type(
     spec: &Spec,
     netns: Option<&str>,
@@ -181,7 +181,7 @@ pub fn boot_and_type(
     ph: &mut Phases,
 ) -> (Qemu, SerialLog) {
     let serial = SerialLog::new(&spec.serial_log);
-    let mut qemu = must(
+    let qemu = must(
         Qemu::spawn(spec, netns, &dir.join("qemu.log")),
         "start QEMU",
     );
@@ -189,16 +189,20 @@ pub fn boot_and_type(
         Qmp::connect(&spec.qmp_sock, Duration::from_secs(30)),
         "QMP connect",
     );
+    let scratch = dir.join("vga.bin");
     must(
-        serial.wait_for(GRUB_READY, 1, Duration::from_secs(60), || qemu.is_running()),
-        "GRUB menu",
+        qmp.wait_screen(GRUB_READY, &scratch, Duration::from_secs(60)),
+        "GRUB menu on the VGA screen",
     );
-    ph.mark("QEMU start -> GRUB menu on serial");
+    ph.mark("QEMU start -> GRUB menu on the VGA screen");
+    // Packer's pace (5 ms): the guest must keep up like a real Ubuntu GRUB on PVE
     let n = must(
-        qmp.type_boot_command_paced(boot_command, KEY_INTERVAL, &serial, Duration::from_secs(2)),
+        qmp.type_boot_command(boot_command, KEY_INTERVAL),
         "type boot command",
     );
-    ph.mark(&format!("typed boot command ({n} keys)"));
+    ph.mark(&format!(
+        "typed boot command ({n} keys, {KEY_INTERVAL:?} apart)"
+    ));
     (qemu, serial)
 }
 
