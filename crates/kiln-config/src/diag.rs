@@ -14,6 +14,9 @@ pub struct SourceFile {
     /// Name shown in messages (the path as the user gave it, relative where possible).
     pub name: String,
     pub text: Arc<str>,
+    /// byte offset of the start of every line, computed on first use (line_col is then a binary
+    /// search: a file with 200 000 locals must not cost a scan from the start per location)
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl SourceFile {
@@ -22,19 +25,25 @@ impl SourceFile {
             path: path.to_path_buf(),
             name,
             text: Arc::from(text),
+            line_starts: std::sync::OnceLock::new(),
         })
     }
 
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let col = match before.rfind('\n') {
-            Some(p) => before[p + 1..].chars().count() + 1,
-            None => before.chars().count() + 1,
-        };
-        (line, col)
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        // index of the last line start <= offset
+        let idx = starts.partition_point(|&s| s <= offset) - 1;
+        let col = self.text[starts[idx]..offset].chars().count() + 1;
+        (idx + 1, col)
     }
 }
 

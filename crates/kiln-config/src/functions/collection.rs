@@ -385,6 +385,13 @@ fn setproduct(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     let mut acc: Vec<Vec<Value>> = vec![Vec::new()];
     for (i, a) in args.iter().enumerate() {
         let items = arg_list(name, i, a)?;
+        // rows × columns: every row is copied once per new column
+        super::check_size(
+            name,
+            acc.len() as u128 * items.len() as u128 * (i as u128 + 1),
+            super::MAX_ITEMS,
+            "elements",
+        )?;
         let mut next = Vec::with_capacity(acc.len() * items.len());
         for prefix in &acc {
             for it in &items {

@@ -64,6 +64,9 @@ fn base64sha512(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     ))
 }
 
+/// Highest bcrypt cost kiln computes (Packer allows 31, which takes days).
+pub const MAX_BCRYPT_COST: i64 = 14;
+
 /// `bcrypt(str, cost = 10)`: a `$2a$` hash with a random salt (different on every call, as in Packer).
 fn bcrypt_fn(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     arity(name, &args, 1, Some(2))?;
@@ -76,6 +79,15 @@ fn bcrypt_fn(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
         return Err(failed(
             name,
             format!("cost must be between 4 and 31, got {cost}"),
+        ));
+    }
+    // every step doubles the time: cost 31 takes days; 14 is about a second
+    if cost > MAX_BCRYPT_COST {
+        return Err(failed(
+            name,
+            format!(
+                "cost {cost} is more than kiln's limit of {MAX_BCRYPT_COST} (each step doubles the time; see \"Limits on hostile templates\" in the README)"
+            ),
         ));
     }
     let parts = bcrypt::hash_with_result(s.as_bytes(), cost as u32)

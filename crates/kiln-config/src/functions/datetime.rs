@@ -411,7 +411,13 @@ fn parse_duration(name: &str, s: &str) -> Result<time::Duration, super::FuncErro
         total += n * mult;
         rest = &rest[unit_len..];
     }
-    let d = time::Duration::seconds_f64(total);
+    // checked: "99999999999999999h" is a valid Go-style duration but no time::Duration
+    let d = time::Duration::checked_seconds_f64(total).ok_or_else(|| {
+        failed(
+            name,
+            format!("duration \"{s}\" is out of range (at most about 292 years)"),
+        )
+    })?;
     Ok(if neg { -d } else { d })
 }
 

@@ -83,7 +83,21 @@ fn fileset(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
     let re = glob_regex(name, &arg_str(name, 1, &args[1])?)?;
     let root = resolve(ctx, &base);
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(&root).follow_links(true).min_depth(1) {
+    for (n, entry) in walkdir::WalkDir::new(&root)
+        .follow_links(true)
+        .min_depth(1)
+        .into_iter()
+        .enumerate()
+    {
+        if n >= super::MAX_FILESET_ENTRIES {
+            return Err(failed(
+                name,
+                format!(
+                    "\"{base}\" has more than {} entries, kiln's limit for fileset (see \"Limits on hostile templates\" in the README)",
+                    super::MAX_FILESET_ENTRIES
+                ),
+            ));
+        }
         let entry = entry.map_err(|e| failed(name, format!("cannot walk \"{base}\": {e}")))?;
         if !entry.file_type().is_file() {
             continue;
@@ -122,18 +136,99 @@ fn resolve(ctx: &FuncContext, p: &str) -> PathBuf {
     }
 }
 
-fn read_bytes(name: &str, args: &[Value], ctx: &FuncContext) -> Result<Vec<u8>, super::FuncError> {
-    arity(name, args, 1, Some(1))?;
-    let p = arg_str(name, 0, &args[0])?;
-    let full = resolve(ctx, &p);
-    std::fs::read(&full).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound if Path::new(&p).is_relative() && !p.starts_with('~') => failed(
+/// Open `p` for reading: only a regular file (after following links) — never a device, FIFO or
+/// directory, which could block or never end (`file("/dev/urandom")`).
+fn open_regular(
+    name: &str,
+    p: &str,
+    ctx: &FuncContext,
+) -> Result<(std::fs::File, u64, PathBuf), super::FuncError> {
+    let full = resolve(ctx, p);
+    let io_err = |e: std::io::Error| {
+        match e.kind() {
+        std::io::ErrorKind::NotFound if Path::new(p).is_relative() && !p.starts_with('~') => failed(
             name,
             format!("no file exists at \"{}\" (relative paths resolve against the current directory {})", p, ctx.cwd.display()),
         ),
         std::io::ErrorKind::NotFound => failed(name, format!("no file exists at \"{}\"", full.display())),
         _ => failed(name, format!("cannot read \"{}\": {e}", full.display())),
-    })
+    }
+    };
+    // stat before open: opening a FIFO would block
+    let meta = std::fs::metadata(&full).map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(failed(
+            name,
+            format!(
+                "\"{}\" is not a regular file (kiln reads only regular files)",
+                full.display()
+            ),
+        ));
+    }
+    let f = std::fs::File::open(&full).map_err(io_err)?;
+    Ok((f, meta.len(), full))
+}
+
+/// Read a regular file of at most [`super::MAX_FILE_BYTES`].
+pub(crate) fn read_file_capped(
+    name: &str,
+    p: &str,
+    ctx: &FuncContext,
+) -> Result<Vec<u8>, super::FuncError> {
+    use std::io::Read as _;
+    let (f, len, full) = open_regular(name, p, ctx)?;
+    let too_big = |n: u64| {
+        failed(
+            name,
+            format!(
+                "\"{}\" has {n} bytes or more, more than kiln's limit of {} bytes for file functions (see \"Limits on hostile templates\" in the README)",
+                full.display(),
+                super::MAX_FILE_BYTES
+            ),
+        )
+    };
+    if len > super::MAX_FILE_BYTES {
+        return Err(too_big(len));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    // the file may grow while we read it: never read more than the limit
+    f.take(super::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| failed(name, format!("cannot read \"{}\": {e}", full.display())))?;
+    if out.len() as u64 > super::MAX_FILE_BYTES {
+        return Err(too_big(out.len() as u64));
+    }
+    Ok(out)
+}
+
+fn read_bytes(name: &str, args: &[Value], ctx: &FuncContext) -> Result<Vec<u8>, super::FuncError> {
+    arity(name, args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    read_file_capped(name, &p, ctx)
+}
+
+/// Hash a regular file without reading it into memory (ISOs may be hashed).
+fn file_digest<D: md5::Digest>(
+    name: &str,
+    args: &[Value],
+    ctx: &FuncContext,
+) -> Result<Value, super::FuncError> {
+    use std::io::Read as _;
+    arity(name, args, 1, Some(1))?;
+    let p = arg_str(name, 0, &args[0])?;
+    let (mut f, _, full) = open_regular(name, &p, ctx)?;
+    let mut h = D::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| failed(name, format!("cannot read \"{}\": {e}", full.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Value::String(hex::encode(h.finalize())))
 }
 
 /// `file(path)`: the file's contents as a UTF-8 string.
@@ -173,27 +268,19 @@ fn filebase64(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
 }
 
 fn filemd5(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
-    Ok(Value::String(super::crypto::digest_hex::<md5::Md5>(
-        &read_bytes(name, &args, ctx)?,
-    )))
+    file_digest::<md5::Md5>(name, &args, ctx)
 }
 
 fn filesha1(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
-    Ok(Value::String(super::crypto::digest_hex::<sha1::Sha1>(
-        &read_bytes(name, &args, ctx)?,
-    )))
+    file_digest::<sha1::Sha1>(name, &args, ctx)
 }
 
 fn filesha256(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
-    Ok(Value::String(super::crypto::digest_hex::<sha2::Sha256>(
-        &read_bytes(name, &args, ctx)?,
-    )))
+    file_digest::<sha2::Sha256>(name, &args, ctx)
 }
 
 fn filesha512(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Res {
-    Ok(Value::String(super::crypto::digest_hex::<sha2::Sha512>(
-        &read_bytes(name, &args, ctx)?,
-    )))
+    file_digest::<sha2::Sha512>(name, &args, ctx)
 }
 
 /// Go's `filepath.Clean` (lexical).

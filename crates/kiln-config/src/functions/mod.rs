@@ -33,6 +33,7 @@ mod numeric;
 mod string;
 
 pub use datetime::go_time_format;
+pub(crate) use filesystem::read_file_capped;
 
 /// What a function call may observe.
 #[derive(Debug, Clone)]
@@ -116,6 +117,33 @@ pub fn call(name: &str, args: Vec<Value>, ctx: &FuncContext) -> Result<Value, Fu
             name: name.to_string(),
         }),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// limits: a real template never meets them, a hostile one must get an error instead of a crash,
+// an allocation abort or a hang (README "Limits on hostile templates")
+
+/// Largest string a function may produce (and `format` width, `indent` padding…): 64 MiB.
+pub const MAX_STRING_BYTES: usize = 64 << 20;
+/// Largest file `file`, `filebase64` and `templatefile` read: 64 MiB. (`filesha256` & co. stream
+/// and have no size limit.)
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Most elements a function may produce (`setproduct`, `split`, …).
+pub const MAX_ITEMS: usize = 1_000_000;
+/// Most directory entries `fileset` visits.
+pub const MAX_FILESET_ENTRIES: usize = 100_000;
+
+/// Refuse a result of `n` bytes (or items, `what` says which) over `limit` before allocating it.
+pub(crate) fn check_size(name: &str, n: u128, limit: usize, what: &str) -> Result<(), FuncError> {
+    if n > limit as u128 {
+        return Err(failed(
+            name,
+            format!(
+                "the result would have {n} {what}, more than kiln's limit of {limit} (see \"Limits on hostile templates\" in the README)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

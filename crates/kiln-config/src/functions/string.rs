@@ -135,7 +135,7 @@ fn substr(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     let end = if length == -1 {
         total
     } else {
-        (offset + length).min(total)
+        offset.saturating_add(length).min(total)
     };
     Ok(Value::String(
         chars[offset as usize..end as usize].iter().collect(),
@@ -172,6 +172,9 @@ fn join(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
             items.push(arg_str(name, i, &el)?);
         }
     }
+    let total: u128 = items.iter().map(|s| s.len() as u128).sum::<u128>()
+        + (items.len().saturating_sub(1) as u128) * sep.len() as u128;
+    super::check_size(name, total, super::MAX_STRING_BYTES, "bytes")?;
     Ok(Value::String(items.join(&sep)))
 }
 
@@ -185,6 +188,19 @@ fn replace(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
         let re = compile(name, &sub[1..sub.len() - 1])?;
         return Ok(Value::String(re.replace_all(&s, rep.as_str()).into_owned()));
     }
+    if !sub.is_empty() || !rep.is_empty() {
+        let n = if sub.is_empty() {
+            s.chars().count() as u128 + 1
+        } else {
+            s.matches(sub.as_str()).count() as u128
+        };
+        super::check_size(
+            name,
+            s.len() as u128 + n * rep.len() as u128,
+            super::MAX_STRING_BYTES,
+            "bytes",
+        )?;
+    }
     Ok(Value::String(s.replace(&sub, &rep)))
 }
 
@@ -196,6 +212,16 @@ fn indent(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
         return Err(failed(name, "the number of spaces must not be negative"));
     }
     let s = arg_str(name, 1, &args[1])?;
+    let lines = s.matches('\n').count() as u128;
+    super::check_size(
+        name,
+        s.len() as u128 + lines * n as u128,
+        super::MAX_STRING_BYTES,
+        "bytes",
+    )?;
+    if lines == 0 {
+        return Ok(Value::String(s));
+    }
     let pad = " ".repeat(n as usize);
     Ok(Value::String(s.replace('\n', &format!("\n{pad}"))))
 }
@@ -284,11 +310,8 @@ fn format_impl(name: &str, spec: &str, args: &[Value]) -> Result<String, super::
             i += 1;
         }
         if i > start {
-            width = chars[start..i]
-                .iter()
-                .collect::<String>()
-                .parse::<usize>()
-                .ok();
+            let digits: String = chars[start..i].iter().collect();
+            width = Some(format_number(name, &digits, "width")?);
         }
         let mut prec = None;
         if i < chars.len() && chars[i] == '.' {
@@ -297,13 +320,12 @@ fn format_impl(name: &str, spec: &str, args: &[Value]) -> Result<String, super::
             while i < chars.len() && chars[i].is_ascii_digit() {
                 i += 1;
             }
-            prec = Some(
-                chars[start..i]
-                    .iter()
-                    .collect::<String>()
-                    .parse::<usize>()
-                    .unwrap_or(0),
-            );
+            let digits: String = chars[start..i].iter().collect();
+            prec = Some(if digits.is_empty() {
+                0
+            } else {
+                format_number(name, &digits, "precision")?
+            });
         }
         if i >= chars.len() {
             return Err(failed(name, "format string ends with an incomplete verb"));
@@ -328,6 +350,7 @@ fn format_impl(name: &str, spec: &str, args: &[Value]) -> Result<String, super::
                 'd' | 'b' | 'o' | 'x' | 'X' | 'e' | 'E' | 'f' | 'g' | 'G'
             ),
         ));
+        super::check_size(name, out.len() as u128, super::MAX_STRING_BYTES, "bytes")?;
     }
     if max_used < args.len() {
         return Err(failed(
@@ -337,6 +360,23 @@ fn format_impl(name: &str, spec: &str, args: &[Value]) -> Result<String, super::
     }
     Ok(out)
 }
+
+/// A width or precision of a format verb, at most [`MAX_FORMAT_WIDTH`].
+fn format_number(name: &str, digits: &str, what: &str) -> Result<usize, super::FuncError> {
+    match digits.parse::<usize>() {
+        Ok(n) if n <= MAX_FORMAT_WIDTH => Ok(n),
+        _ => Err(failed(
+            name,
+            format!(
+                "the {what} {digits} in the format string is more than kiln's limit of {MAX_FORMAT_WIDTH} (see \"Limits on hostile templates\" in the README)"
+            ),
+        )),
+    }
+}
+
+/// Largest width or precision of a `format` verb (Go has none; 1 MiB of padding is far beyond
+/// any real template and keeps `format("%99999999999d", 1)` from aborting on allocation).
+pub const MAX_FORMAT_WIDTH: usize = 1 << 20;
 
 #[derive(Default)]
 struct Flags {
@@ -568,6 +608,7 @@ fn formatlist(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     }
     let n = len.unwrap_or(1);
     let mut out = Vec::with_capacity(n);
+    let mut total = 0u128;
     for i in 0..n {
         let row: Vec<Value> = rest
             .iter()
@@ -576,7 +617,10 @@ fn formatlist(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
                 other => other.clone(),
             })
             .collect();
-        out.push(Value::String(format_impl(name, &spec, &row)?));
+        let line = format_impl(name, &spec, &row)?;
+        total += line.len() as u128;
+        super::check_size(name, total, super::MAX_STRING_BYTES, "bytes")?;
+        out.push(Value::String(line));
     }
     Ok(Value::Array(out))
 }

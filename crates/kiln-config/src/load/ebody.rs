@@ -591,6 +591,12 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
         };
         total += num * mult;
     }
+    // Go's limit: a duration is an int64 of nanoseconds (about 292 years)
+    if !total.is_finite() || total > i64::MAX as f64 {
+        return Err(format!(
+            "invalid duration \"{orig}\": out of range (at most about 292 years)"
+        ));
+    }
     let n = total.round() as i128;
     Ok(if neg { -n } else { n })
 }

@@ -11,7 +11,7 @@ use hcl::expr::{
 use hcl::template::{Directive, Element, Strip, Template};
 use hcl::{Number, Value};
 use indexmap::IndexMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -33,6 +33,59 @@ impl EvalError {
 }
 
 type R<T> = Result<T, EvalError>;
+
+// Limits a real template never meets but a hostile one does (README "Limits on hostile
+// templates"). The depths keep the recursive evaluator well inside a 2 MiB thread stack (the
+// test harness's; kiln's main thread has 8 MiB) — the `deepest_allowed_*` tests check that.
+
+/// Most locals one local may depend on through a chain (`a` uses `b` uses `c` …).
+pub const MAX_LOCAL_DEPTH: usize = 64;
+/// Deepest nesting of expressions being evaluated (calls, operators, templates, locals).
+pub const MAX_EVAL_DEPTH: usize = 128;
+/// Deepest nesting of `templatefile` calls (a template that includes itself stops here).
+pub const MAX_TEMPLATEFILE_DEPTH: usize = 16;
+/// Most expression evaluations in one load: bounds the time of nested for-expressions.
+pub const MAX_EVAL_STEPS: u64 = 5_000_000;
+/// Largest value one expression may produce, in bytes: string lengths plus 64 per value (about
+/// what a value costs in memory), so 128 MiB of text or about 2 million list elements.
+pub const MAX_VALUE_WEIGHT: u64 = 128 << 20;
+
+fn limit_hint() -> &'static str {
+    "(kiln's limit for hostile templates; see \"Limits on hostile templates\" in the README)"
+}
+
+/// Approximate memory weight of a value, stopping early once it passes `limit`.
+pub fn value_weight(v: &Value, limit: u64) -> u64 {
+    fn go(v: &Value, acc: &mut u64, limit: u64) {
+        if *acc > limit {
+            return;
+        }
+        *acc += 64;
+        match v {
+            Value::String(s) => *acc += s.len() as u64,
+            Value::Array(a) => a.iter().for_each(|x| go(x, acc, limit)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| {
+                *acc += k.len() as u64;
+                go(x, acc, limit)
+            }),
+            _ => {}
+        }
+    }
+    let mut acc = 0;
+    go(v, &mut acc, limit);
+    acc
+}
+
+fn check_weight(total: u64) -> R<()> {
+    if total > MAX_VALUE_WEIGHT {
+        return Err(EvalError::msg(format!(
+            "the value is larger than {} MiB {}",
+            MAX_VALUE_WEIGHT >> 20,
+            limit_hint()
+        )));
+    }
+    Ok(())
+}
 
 /// A local's definition.
 #[derive(Debug, Clone)]
@@ -67,6 +120,12 @@ pub struct Globals {
     /// a variables file failed to parse: unset variables are probably set there, so using
     /// one is not reported again
     pub quiet_unset: bool,
+    /// evaluation nesting right now / locals being evaluated right now / templatefile nesting
+    depth: Cell<usize>,
+    local_depth: Cell<usize>,
+    template_depth: Cell<usize>,
+    /// evaluations so far (bounded by MAX_EVAL_STEPS)
+    steps: Cell<u64>,
 }
 
 impl Globals {
@@ -85,6 +144,10 @@ impl Globals {
             cwd,
             env: Vec::new(),
             quiet_unset: false,
+            depth: Cell::new(0),
+            local_depth: Cell::new(0),
+            template_depth: Cell::new(0),
+            steps: Cell::new(0),
         }
     }
 
@@ -108,11 +171,22 @@ impl Globals {
             }
             return Err(EvalError::msg(msg));
         };
+        if self.local_depth.get() >= MAX_LOCAL_DEPTH {
+            // reported at the innermost local; the outer ones fail quietly
+            return Err(EvalError::msg(format!(
+                "local.{name}: locals depend on each other more than {MAX_LOCAL_DEPTH} deep {}",
+                limit_hint()
+            )));
+        }
         self.local_state
             .borrow_mut()
             .insert(name.to_string(), LocalState::InProgress);
+        self.local_depth.set(self.local_depth.get() + 1);
         let root = Scope::root(self);
-        let res = root.eval(&def.expr);
+        let res = root
+            .eval(&def.expr)
+            .and_then(|v| check_weight(value_weight(&v, MAX_VALUE_WEIGHT)).map(|_| v));
+        self.local_depth.set(self.local_depth.get() - 1);
         match res {
             Ok(v) => {
                 self.local_state
@@ -242,8 +316,32 @@ impl<'a> Scope<'a> {
         }
     }
 
-    /// Evaluate an expression.
+    /// Evaluate an expression (depth- and step-limited).
     pub fn eval(&self, e: &Expression) -> R<Value> {
+        let g = self.g;
+        let steps = g.steps.get() + 1;
+        g.steps.set(steps);
+        if steps > MAX_EVAL_STEPS {
+            // once over the budget every evaluation fails: `try`/`can` cannot loop on
+            return Err(EvalError::msg(format!(
+                "evaluation takes more than {MAX_EVAL_STEPS} steps {}",
+                limit_hint()
+            )));
+        }
+        let depth = g.depth.get();
+        if depth >= MAX_EVAL_DEPTH {
+            return Err(EvalError::msg(format!(
+                "expressions are nested more than {MAX_EVAL_DEPTH} deep {}",
+                limit_hint()
+            )));
+        }
+        g.depth.set(depth + 1);
+        let r = self.eval_inner(e);
+        g.depth.set(depth);
+        r
+    }
+
+    fn eval_inner(&self, e: &Expression) -> R<Value> {
         match e {
             Expression::Null => Ok(Value::Null),
             Expression::Bool(b) => Ok(Value::Bool(*b)),
@@ -251,13 +349,18 @@ impl<'a> Scope<'a> {
             Expression::String(s) => Ok(Value::String(s.clone())),
             Expression::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
+                let mut weight = 0;
                 for i in items {
-                    out.push(self.eval(i)?);
+                    let v = self.eval(i)?;
+                    weight += value_weight(&v, MAX_VALUE_WEIGHT);
+                    check_weight(weight)?;
+                    out.push(v);
                 }
                 Ok(Value::Array(out))
             }
             Expression::Object(obj) => {
                 let mut out = Map::new();
+                let mut weight = 0;
                 for (k, v) in obj {
                     let key = match k {
                         ObjectKey::Identifier(id) => id.as_str().to_string(),
@@ -274,7 +377,10 @@ impl<'a> Scope<'a> {
                         },
                         _ => return Err(EvalError::msg("unsupported object key")),
                     };
-                    out.insert(key, self.eval(v)?);
+                    let v = self.eval(v)?;
+                    weight += value_weight(&v, MAX_VALUE_WEIGHT) + key.len() as u64;
+                    check_weight(weight)?;
+                    out.insert(key, v);
                 }
                 Ok(Value::Object(out))
             }
@@ -338,6 +444,7 @@ impl<'a> Scope<'a> {
                 Element::Interpolation(interp) => {
                     let v = self.eval(&interp.expr)?;
                     out.push_str(&template_string(&v)?);
+                    check_weight(out.len() as u64)?;
                 }
                 Element::Directive(d) => match d.as_ref() {
                     Directive::If(d) => {
@@ -363,6 +470,7 @@ impl<'a> Scope<'a> {
                             }
                             s.bind(d.value_var.as_str(), v);
                             s.render(out, &d.template, d.for_strip, d.endfor_strip)?;
+                            check_weight(out.len() as u64)?;
                         }
                     }
                 },
@@ -510,7 +618,12 @@ impl<'a> Scope<'a> {
             }
         }
         let ctx = &self.g.func;
-        functions::call(name, args, ctx).map_err(|e| EvalError::msg(e.to_string()))
+        let v = functions::call(name, args, ctx).map_err(|e| EvalError::msg(e.to_string()))?;
+        check_weight(value_weight(&v, MAX_VALUE_WEIGHT)).map_err(|e| match e {
+            EvalError::Msg(m) => EvalError::msg(format!("{name}(): {m}")),
+            r => r,
+        })?;
+        Ok(v)
     }
 
     fn templatefile(&self, args: Vec<Value>) -> R<Value> {
@@ -544,8 +657,19 @@ impl<'a> Scope<'a> {
         } else {
             self.g.cwd.join(&path)
         };
-        let text = std::fs::read_to_string(&full)
-            .map_err(|e| EvalError::msg(format!("templatefile(): cannot read \"{path}\": {e}")))?;
+        let depth = self.g.template_depth.get();
+        if depth >= MAX_TEMPLATEFILE_DEPTH {
+            return Err(EvalError::msg(format!(
+                "templatefile(\"{path}\"): templatefile calls are nested more than {MAX_TEMPLATEFILE_DEPTH} deep (does the template include itself?) {}",
+                limit_hint()
+            )));
+        }
+        let bytes =
+            functions::read_file_capped("templatefile", &full.to_string_lossy(), &self.g.func)
+                .map_err(|e| EvalError::msg(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            EvalError::msg(format!("templatefile(): \"{path}\" is not valid UTF-8"))
+        })?;
         let template = Template::from_str(&text).map_err(|e| {
             EvalError::msg(format!(
                 "templatefile(): \"{path}\" is not a valid template: {}",
@@ -562,11 +686,13 @@ impl<'a> Scope<'a> {
             s.bind(k, v);
         }
         let mut out = String::new();
-        s.render(&mut out, &template, Strip::None, Strip::None)
-            .map_err(|e| match e {
-                EvalError::Msg(m) => EvalError::msg(format!("templatefile(\"{path}\"): {m}")),
-                r => r,
-            })?;
+        self.g.template_depth.set(depth + 1);
+        let r = s.render(&mut out, &template, Strip::None, Strip::None);
+        self.g.template_depth.set(depth);
+        r.map_err(|e| match e {
+            EvalError::Msg(m) => EvalError::msg(format!("templatefile(\"{path}\"): {m}")),
+            r => r,
+        })?;
         Ok(Value::String(out))
     }
 
@@ -634,6 +760,7 @@ impl<'a> Scope<'a> {
     fn eval_for(&self, f: &ForExpr) -> R<Value> {
         let coll = self.eval(&f.collection_expr)?;
         let items = iterate(&coll)?;
+        let mut weight = 0;
         if let Some(key_expr) = &f.key_expr {
             let mut out = Map::new();
             let mut groups: IndexMap<String, Vec<Value>> = IndexMap::new();
@@ -660,6 +787,8 @@ impl<'a> Scope<'a> {
                     }
                 };
                 let val = s.eval(&f.value_expr)?;
+                weight += value_weight(&val, MAX_VALUE_WEIGHT) + key.len() as u64;
+                check_weight(weight)?;
                 if f.grouping {
                     groups.entry(key).or_default().push(val);
                 } else {
@@ -690,7 +819,10 @@ impl<'a> Scope<'a> {
                         continue;
                     }
                 }
-                out.push(s.eval(&f.value_expr)?);
+                let val = s.eval(&f.value_expr)?;
+                weight += value_weight(&val, MAX_VALUE_WEIGHT);
+                check_weight(weight)?;
+                out.push(val);
             }
             Ok(Value::Array(out))
         }
@@ -939,5 +1071,220 @@ pub fn to_bool(v: &Value) -> Result<bool, String> {
         Value::String(s) if s == "false" => Ok(false),
         Value::Null => Err("a bool is required, got null".into()),
         other => Err(format!("a bool is required, got {}", type_name(other))),
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    //! Hostile templates (issue 11): each limit is an error at file:line, never a crash, an
+    //! allocation abort or a hang. The deep cases run on their own thread with a large stack so
+    //! that, without the limit, the test fails by its assertion instead of killing the harness.
+
+    use crate::model::{ConfigError, LoadOptions, Loaded};
+
+    fn load_text(files: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).expect("write");
+        }
+        let opts = LoadOptions {
+            cwd: Some(d.path().to_path_buf()),
+            now: Some(time::macros::datetime!(2026-01-02 03:04:05 UTC)),
+            ..LoadOptions::isolated()
+        };
+        crate::load(d.path(), &opts)
+    }
+
+    /// Load on a thread with `stack` bytes of stack; the one-line errors.
+    fn errors_on(stack: usize, files: Vec<(String, String)>) -> Vec<String> {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(move || {
+                let refs: Vec<(&str, &str)> = files
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
+                match load_text(&refs) {
+                    Ok(_) => Vec::new(),
+                    Err(e) => e.errors.iter().map(|d| d.one_line()).collect(),
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("the loader must not panic")
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        errors_on(256 << 20, vec![("t.pkr.hcl".to_string(), text.to_string())])
+    }
+
+    /// `n` locals, each using the next one: evaluating `l0` goes `n` deep.
+    fn chain(n: usize) -> String {
+        let mut t = String::from("locals {\n");
+        for i in 0..n - 1 {
+            t.push_str(&format!("  l{i} = local.l{}\n", i + 1));
+        }
+        t.push_str(&format!("  l{} = \"x\"\n}}\n", n - 1));
+        t
+    }
+
+    #[test]
+    fn chained_locals_8000_are_an_error_not_a_stack_overflow() {
+        let errs = errors(&chain(8000));
+        assert!(
+            errs.iter().any(|e| e.contains("t.pkr.hcl:")
+                && e.contains("locals depend on each other more than 64 deep")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn deepest_allowed_local_chain_fits_a_2_mib_stack() {
+        // MAX_LOCAL_DEPTH locals in a chain: evaluates on the test harness's stack size
+        let errs = errors_on(
+            2 << 20,
+            vec![("t.pkr.hcl".into(), chain(super::MAX_LOCAL_DEPTH))],
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let errs = errors_on(
+            2 << 20,
+            vec![("t.pkr.hcl".into(), chain(super::MAX_LOCAL_DEPTH + 1))],
+        );
+        assert!(errs.iter().any(|e| e.contains("deep")), "{errs:?}");
+    }
+
+    #[test]
+    fn eval_depth_limit_is_reached_safely_on_a_2_mib_stack() {
+        // the parser allows 64 nested levels per expression; 100 chained locals of 30 nested
+        // calls each go ~3 000 deep, over MAX_EVAL_DEPTH, on the harness's stack size
+        let mut e = String::from("local.l{next}");
+        for _ in 0..30 {
+            e = format!("upper({e})");
+        }
+        let mut t = String::from("locals {\n");
+        for i in 0..99 {
+            t.push_str(&format!(
+                "  l{i} = {}\n",
+                e.replace("{next}", &(i + 1).to_string())
+            ));
+        }
+        t.push_str("  l99 = \"x\"\n}\n");
+        let errs = errors_on(2 << 20, vec![("t.pkr.hcl".into(), t)]);
+        assert!(
+            errs.iter()
+                .any(|x| x.contains("t.pkr.hcl:") && x.contains("nested more than 128 deep")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn templatefile_including_itself_is_an_error() {
+        let errs = errors_on(
+            256 << 20,
+            vec![
+                (
+                    "t.pkr.hcl".into(),
+                    "locals {\n  a = templatefile(\"self.tpl\", {})\n}\n".into(),
+                ),
+                (
+                    "self.tpl".into(),
+                    "x${templatefile(\"self.tpl\", {})}".into(),
+                ),
+            ],
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("t.pkr.hcl:2:")
+                && e.contains("nested more than 16 deep (does the template include itself?)")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn huge_widths_and_repeats_are_errors_not_allocation_aborts() {
+        for (expr, want) in [
+            ("format(\"%99999999999d\", 1)", "width 99999999999"),
+            ("format(\"%.99999999999f\", 1)", "precision 99999999999"),
+            ("indent(99999999999, \"a\\nb\")", "limit"),
+            ("formatlist(\"%1000000d\", range(1000))", "limit"),
+            ("join(format(\"%1000000s\", \"\"), range(1000))", "limit"),
+            (
+                "replace(format(\"%1000s\", \"\"), \" \", format(\"%1000000s\", \"\"))",
+                "limit",
+            ),
+            ("substr(\"abc\", 1, 9223372036854775807)", ""),
+            ("setproduct(range(1000), range(1000), range(1000))", "limit"),
+            (
+                "timeadd(\"2026-01-01T00:00:00Z\", \"99999999999999999h\")",
+                "out of range",
+            ),
+            ("bcrypt(\"x\", 31)", "limit of 14"),
+            (
+                "[for a in range(1000): [for b in range(1000): [for c in range(1000): c]]]",
+                "limit",
+            ),
+        ] {
+            let errs = errors(&format!("locals {{\n  a = {expr}\n}}\n"));
+            if want.is_empty() {
+                assert!(errs.is_empty(), "{expr}: {errs:?}");
+            } else {
+                assert!(
+                    errs.iter()
+                        .any(|e| e.contains("t.pkr.hcl:2:") && e.contains(want)),
+                    "{expr}: {errs:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn doubling_strings_and_lists_hit_the_value_limit() {
+        let mut t =
+            String::from("locals {\n  s0 = \"0123456789abcdef\"\n  l0 = [\"0123456789abcdef\"]\n");
+        for i in 1..64 {
+            t.push_str(&format!(
+                "  s{i} = \"${{local.s{p}}}${{local.s{p}}}\"\n  l{i} = [local.l{p}, local.l{p}]\n",
+                p = i - 1
+            ));
+        }
+        t.push_str("}\n");
+        let errs = errors(&t);
+        assert!(
+            errs.iter().any(|e| e.contains("larger than 128 MiB")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn file_reads_only_regular_files() {
+        let errs = errors("locals {\n  a = file(\"/dev/urandom\")\n}\n");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("t.pkr.hcl:2:") && e.contains("not a regular file")),
+            "{errs:?}"
+        );
+        let errs = errors("locals {\n  a = filesha256(\"/dev/zero\")\n}\n");
+        assert!(
+            errs.iter().any(|e| e.contains("not a regular file")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn file_over_the_size_limit_is_an_error() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let big = d.path().join("big");
+        let f = std::fs::File::create(&big).expect("create");
+        // sparse: no disk space used
+        f.set_len(crate::functions::MAX_FILE_BYTES + 1)
+            .expect("set_len");
+        let errs = errors(&format!(
+            "locals {{\n  a = file(\"{}\")\n}}\n",
+            big.display()
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("t.pkr.hcl:2:") && e.contains("more than kiln's limit")),
+            "{errs:?}"
+        );
     }
 }
