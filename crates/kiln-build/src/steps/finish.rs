@@ -10,6 +10,9 @@ use kiln_pve::{ShutdownOptions, VmConfig};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+/// Longest pause between two polls of the shutdown task.
+pub const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
+
 pub struct StepShutdown;
 
 #[async_trait]
@@ -35,8 +38,11 @@ impl Step<BuildState> for StepShutdown {
             .qemu_shutdown(&st.node, vmid, &opts)
             .await
             .map_err(|e| pve_err("Error shutting down the VM", e))?;
+        // the guest powers off on its own clock: poll tightly (25 ms doubling to 250 ms), so the
+        // build goes on within a quarter of a second of the power-off
         let wait = kiln_pve::WaitOptions {
             timeout: limit + Duration::from_secs(30),
+            poll_interval: SHUTDOWN_POLL,
             ..st.wait_opts()
         };
         client.wait_opt(task, &wait).await.map_err(|e| {
@@ -52,7 +58,7 @@ impl Step<BuildState> for StepShutdown {
                         crate::ui::fmt_duration(limit)
                     )))
                 }
-                _ => cx.sleep(Duration::from_secs(1)).await?,
+                _ => cx.sleep(Duration::from_millis(100)).await?,
             }
         }
         cx.ui.message(&format!(

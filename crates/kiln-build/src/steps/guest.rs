@@ -41,6 +41,10 @@ pub fn ssh_auth(c: &kiln_config::model::Communicator, base: &std::path::Path) ->
     v
 }
 
+/// Pause between two guest-agent polls for the VM's IP address (was 2 s): the agent's first
+/// answer is seen within half a second, without flooding the API during a long install.
+pub const AGENT_POLL: Duration = Duration::from_millis(500);
+
 pub struct StepWaitGuest;
 
 impl StepWaitGuest {
@@ -138,7 +142,7 @@ impl Step<BuildState> for StepWaitGuest {
                     };
                     return Err(StepError::Failed(msg));
                 }
-                cx.sleep(Duration::from_secs(2)).await?;
+                cx.sleep(AGENT_POLL).await?;
             }
         };
         cx.ui.say(&format!(
