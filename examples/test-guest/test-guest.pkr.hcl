@@ -141,10 +141,9 @@ source "proxmox-iso" "test-guest" {
   http_port_max = 8899
 
   # SeaBIOS with the boot menu eats keys for ~3 s: wait, then edit the GRUB entry like the
-  # Ubuntu 22.04/24.04 templates of the corpus do.
-  boot_wait         = "8s"
-  boot_key_interval = "200ms"
-  boot_command      = ["e<down><down><down><end>${var.boot_command_suffix}<wait2><f10>"]
+  # Ubuntu 22.04/24.04 templates of the corpus do, at kiln's default key pace.
+  boot_wait    = "8s"
+  boot_command = ["e<down><down><down><end>${var.boot_command_suffix}<wait2><f10>"]
 
   ssh_username         = "packer"
   ssh_private_key_file = var.ssh_private_key_file
@@ -162,10 +161,10 @@ build {
   }
 
   provisioner "ansible" {
-    playbook_file   = "${path.root}/playbooks/deploy_packer.yml"
-    user            = "packer"
-    use_proxy       = false
-    extra_arguments = ["--extra-vars", "kiln_marker=built-by-kiln"]
+    playbook_file    = "${path.root}/playbooks/deploy_packer.yml"
+    user             = "packer"
+    use_proxy        = false
+    extra_arguments  = ["--extra-vars", "kiln_marker=built-by-kiln"]
     ansible_env_vars = ["ANSIBLE_HOST_KEY_CHECKING=False"]
   }
 
