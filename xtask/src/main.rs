@@ -5,6 +5,7 @@ mod bootcmd_corpus;
 mod config_docs;
 mod corpus;
 mod demo;
+mod dist;
 mod packages;
 mod regen_schema;
 mod test;
@@ -35,6 +36,8 @@ enum Task {
     ConfigDocs(config_docs::Args),
     /// Install (or with --check only verify) the Debian packages the tests need, never removing any
     Packages(packages::Args),
+    /// Build a Debian package of kiln (binary, man page, completions); --smoke installs and checks it
+    Dist(dist::Args),
     /// First run without Proxmox: sandbox + `kiln build examples/test-guest` + a booted clone, then cleanup
     Demo(demo::Args),
 }
@@ -68,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Task::ConfigDocs(a) => config_docs::run(a),
         Task::Demo(a) => demo::run(a),
         Task::Packages(a) => packages::run(a),
+        Task::Dist(a) => dist::run(a),
     }
 }

@@ -94,7 +94,8 @@ pub const TEST_ONLY: &[Need] = &[
     need("ufw", &["ufw"]),
     need("python3", &["python3"]),
     need("socat", &["socat"]),
-    need("dpkg-dev", &["dpkg-deb"]),
+    need("dpkg", &["dpkg-deb"]),
+    need("gzip", &["gzip"]),
 ];
 
 /// The union of several tables, each package once.

@@ -4,11 +4,13 @@
 //! 2. builds the test-guest ISO (cached by recipe hash; `cargo xtask test-guest`),
 //! 3. checks formatting and clippy (`--all-targets -D warnings`),
 //! 4. builds the `kiln` binary the end-to-end tests spawn,
-//! 5. runs every test tier with `KILN_E2E=1`: unit tests, sandbox API tests and end-to-end tests with the
-//!    real guest. End-to-end tests run one at a time: they start QEMU guests under TCG and the machine has
-//!    two cores.
+//! 5. packages that binary as a `.deb` and smoke-tests it (`xtask dist --profile dev --smoke`),
+//! 6. runs the unit and API tests in parallel, then the end-to-end tests (`#[ignore]`d unless asked for,
+//!    see `kiln_testguest::require_e2e`) one at a time with `KILN_E2E=1`: they start QEMU guests under TCG
+//!    and the machine has two cores,
+//! 7. prints the time of each phase (the table in `docs/testing.md`).
 //!
-//! `--quick` skips steps 1–2 and the end-to-end tier (they then print `skipped: …`).
+//! `--quick` skips steps 1–2, 5 and the end-to-end tier (the e2e tests then show as ignored).
 
 use anyhow::{Context, Result};
 use std::process::Command;
@@ -82,33 +84,72 @@ pub fn run(args: Args) -> Result<()> {
                 .current_dir(&root),
         )
     })?;
-    phase("tests", &mut || {
+    if !args.quick {
+        phase("dist (.deb smoke)", &mut || {
+            // packages the dev binary just built (a release build would cost CI minutes), installs the
+            // .deb, checks --version, man page and completions from the installed files, purges it
+            let exe = std::env::current_exe().context("locating the xtask binary")?;
+            crate::run_cmd(
+                Command::new(exe)
+                    .args(["dist", "--profile", "dev", "--smoke"])
+                    .current_dir(&root),
+            )
+        })?;
+    }
+    // Two runs: everything that is not end-to-end in parallel (unit and API tests), then the
+    // end-to-end tests one at a time (they start QEMU guests under TCG, and the machine has two cores).
+    // A failure in the first run does not hide the second's results: both run, then both are reported.
+    let mut failures: Vec<String> = Vec::new();
+    let test_cmd = |e2e: bool| -> Command {
         let mut cmd = Command::new("cargo");
         cmd.args(["test", "--workspace", "--no-fail-fast"])
-            .current_dir(&root);
+            .current_dir(&root)
+            .env("KILN_BIN", root.join("target/debug/kiln"));
         cmd.arg("--");
-        if !args.quick {
-            // e2e tests are #[ignore]d unless asked for: ask for them, with the switch they check
-            cmd.arg("--include-ignored");
-            // end-to-end tests start QEMU guests: one at a time on a 2-core machine
-            cmd.arg("--test-threads=1");
+        if e2e {
+            // the #[ignore]d e2e tests only, with the switch they check
+            cmd.args(["--ignored", "--test-threads=1"]);
             cmd.env("KILN_E2E", "1");
-            let iso = root.join("target/test-guest/guest.iso");
-            cmd.env("KILN_TEST_GUEST_ISO", iso);
+            cmd.env(
+                "KILN_TEST_GUEST_ISO",
+                root.join("target/test-guest/guest.iso"),
+            );
         } else {
             cmd.env_remove("KILN_E2E");
         }
         cmd.args(&args.test_args);
-        cmd.env("KILN_BIN", root.join("target/debug/kiln"));
-        crate::run_cmd(&mut cmd)
+        cmd
+    };
+    phase("unit + API tests", &mut || {
+        if let Err(e) = crate::run_cmd(&mut test_cmd(false)) {
+            failures.push(format!("unit + API tests: {e:#}"));
+        }
+        Ok(())
     })?;
+    if !args.quick {
+        phase("e2e tests (serial)", &mut || {
+            if let Err(e) = crate::run_cmd(&mut test_cmd(true)) {
+                failures.push(format!("e2e tests: {e:#}"));
+            }
+            Ok(())
+        })?;
+    }
 
     eprintln!(
         "\n=== xtask test: done in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    eprintln!("  {:<22} {:>8}", "phase", "seconds");
     for (name, secs) in &phases {
-        eprintln!("  {name:<20} {secs:>7.1} s");
+        eprintln!("  {name:<22} {secs:>8.1}");
+    }
+    eprintln!(
+        "  {:<22} {:>8.1}",
+        "total",
+        started.elapsed().as_secs_f64()
+    );
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("\n"));
     }
     Ok(())
 }

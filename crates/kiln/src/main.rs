@@ -40,6 +40,14 @@ enum Command {
     Port(cmd::port::Args),
     /// Run a Proxmox-VE-API-compatible server on real QEMU guests
     Sandbox(cmd::sandbox::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +64,24 @@ fn main() -> ExitCode {
             return code.into();
         }
     };
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "kiln", &mut std::io::stdout());
+            return exit::Code::Ok.into();
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            return match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => exit::Code::Ok.into(),
+                Err(e) => {
+                    eprintln!("error: writing the man page: {e}");
+                    exit::Code::Failed.into()
+                }
+            };
+        }
+        _ => {}
+    }
     init_logging(cli.verbose);
     // reqwest is built without a default crypto provider: install ring once, before any client.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -79,6 +105,7 @@ fn main() -> ExitCode {
             Command::Init(a) => cmd::init::run(a).await,
             Command::Port(a) => cmd::port::run(a).await,
             Command::Sandbox(a) => cmd::sandbox::run(a).await,
+            Command::Completions { .. } | Command::Manpage => Ok(exit::Code::Ok),
         }
     });
     match result {
