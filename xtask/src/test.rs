@@ -13,6 +13,7 @@
 //! `--quick` skips steps 1–2, 5 and the end-to-end tier (the e2e tests then show as ignored).
 
 use anyhow::{Context, Result};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Instant;
 
@@ -49,11 +50,14 @@ pub fn run(args: Args) -> Result<()> {
                 crate::packages::Options { install: true },
             )
         })?;
-        phase("test guest", &mut || {
-            let exe = std::env::current_exe().context("locating the xtask binary")?;
-            crate::run_cmd(Command::new(exe).arg("test-guest").current_dir(&root))
-        })?;
     }
+    // The test-guest ISO (a few minutes cold, mostly downloads, dpkg and compression) builds in the
+    // background while the workspace compiles and the unit tests run; only the e2e tier waits for it.
+    let guest = if args.quick {
+        None
+    } else {
+        Some(BackgroundGuest::start(&root)?)
+    };
     if !args.no_lint {
         phase("cargo fmt --check", &mut || {
             crate::run_cmd(
@@ -126,6 +130,17 @@ pub fn run(args: Args) -> Result<()> {
         }
         Ok(())
     })?;
+    if let Some(guest) = guest {
+        let mut guest = Some(guest);
+        phase("wait for test guest", &mut || match guest.take() {
+            Some(g) => {
+                let secs = g.wait()?;
+                eprintln!("test guest: ready ({secs:.0} s in the background)");
+                Ok(())
+            }
+            None => Ok(()),
+        })?;
+    }
     if !args.quick {
         phase("e2e tests (serial)", &mut || {
             if let Err(e) = crate::run_cmd(&mut test_cmd(true)) {
@@ -152,4 +167,79 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::bail!("{}", failures.join("\n"));
     }
     Ok(())
+}
+
+/// `xtask test-guest` running as a child process, its output in `target/test-guest-build.log`.
+/// Dropped without [`BackgroundGuest::wait`] (an earlier phase failed), it is killed.
+struct BackgroundGuest {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+    started: Instant,
+}
+
+impl BackgroundGuest {
+    fn start(root: &std::path::Path) -> Result<BackgroundGuest> {
+        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let dir = root.join("target");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let log = dir.join("test-guest-build.log");
+        let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let err = out.try_clone().context("log file handle")?;
+        eprintln!(
+            "\n=== xtask test: test guest builds in the background (log: {})",
+            log.display()
+        );
+        let child = Command::new(exe)
+            .arg("test-guest")
+            .current_dir(root)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // its own process group, so a kill reaches build.sh, debootstrap and chroot too
+            .process_group(0)
+            .spawn()
+            .context("starting `xtask test-guest`")?;
+        Ok(BackgroundGuest {
+            child: Some(child),
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the build; its seconds from start, or an error with the end of its log.
+    fn wait(mut self) -> Result<f64> {
+        let status = match self.child.take() {
+            Some(mut c) => c.wait().context("waiting for `xtask test-guest`")?,
+            None => anyhow::bail!("test guest build was not started"),
+        };
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(25).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        if !status.success() {
+            anyhow::bail!(
+                "the test-guest build failed ({status}); last lines of {}:\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+        if let Some(last) = tail.last() {
+            eprintln!("{last}");
+        }
+        Ok(self.started.elapsed().as_secs_f64())
+    }
+}
+
+impl Drop for BackgroundGuest {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
