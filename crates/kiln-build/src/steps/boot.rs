@@ -100,24 +100,6 @@ impl Step<BuildState> for StepHttpServer {
     }
 }
 
-/// `boot_key_interval`, else `PACKER_KEY_INTERVAL`, else 20 ms: the pace at which PVE's QEMU feeds
-/// keys to the guest (`send-key`'s default 10 ms hold + 10 ms after the release); faster keys only
-/// wait in QEMU's input queue, which drops them past ~170 queued keys.
-pub fn key_interval(cfg: Option<Duration>, env: Option<&str>) -> Duration {
-    if let Some(d) = cfg {
-        return d;
-    }
-    if let Some(s) = env {
-        if let Some(ms) = s.strip_suffix("ms").and_then(|n| n.parse::<u64>().ok()) {
-            return Duration::from_millis(ms);
-        }
-        if let Some(secs) = s.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-            return Duration::from_secs_f64(secs.max(0.0));
-        }
-    }
-    Duration::from_millis(20)
-}
-
 pub struct StepBootCommand;
 
 #[async_trait]
@@ -138,10 +120,9 @@ impl Step<BuildState> for StepBootCommand {
             .with("HTTPIP", &ip)
             .with("HTTPPort", port)
             .with("Name", &st.vm_name);
-        let interval = key_interval(
-            cfg.boot_key_interval,
-            std::env::var("PACKER_KEY_INTERVAL").ok().as_deref(),
-        );
+        // resolved by kiln-config: boot_key_interval, else PACKER_KEY_INTERVAL (a Go duration),
+        // else kiln_config::model::DEFAULT_BOOT_KEY_INTERVAL
+        let interval = cfg.boot_key_interval;
         let plan = kiln_bootcmd::plan(&cfg.boot_command, &data, interval)
             .map_err(|e| StepError::failed(format!("Error preparing boot command: {e}")))?;
         if !cfg.boot_wait.is_zero() {
@@ -192,21 +173,5 @@ impl Step<BuildState> for StepBootCommand {
         ));
         st.typed_at = Some(Instant::now());
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_interval_sources() {
-        assert_eq!(
-            key_interval(Some(Duration::from_millis(5)), Some("1s")),
-            Duration::from_millis(5)
-        );
-        assert_eq!(key_interval(None, Some("20ms")), Duration::from_millis(20));
-        assert_eq!(key_interval(None, Some("0.5s")), Duration::from_millis(500));
-        assert_eq!(key_interval(None, None), Duration::from_millis(20));
     }
 }

@@ -190,9 +190,18 @@ pub struct Dec<'a> {
     pub what: String,
     pub file: Arc<SourceFile>,
     pub span: Range<usize>,
+    /// The block of [`crate::model::keys::KEYS`] this body is checked against: the table names
+    /// the "did you mean" candidates, and reading a key it lacks is a bug (debug assertion).
+    pub table: Option<&'static str>,
 }
 
 impl<'a> Dec<'a> {
+    /// Check this body against the key table's `block` (`""` = the source body).
+    pub fn with_table(mut self, block: &'static str) -> Self {
+        self.table = Some(block);
+        self
+    }
+
     pub fn new(
         body: &'a EBody,
         errs: &'a mut Vec<Diag>,
@@ -208,6 +217,7 @@ impl<'a> Dec<'a> {
             what: what.into(),
             file: file.clone(),
             span,
+            table: None,
         }
     }
 
@@ -470,12 +480,24 @@ impl<'a> Dec<'a> {
 
     /// Report every attribute and block that was not asked for.
     pub fn finish(self) {
-        let known: Vec<&str> = self
+        let mut known: Vec<&str> = self
             .known
             .iter()
             .chain(self.known_blocks.iter())
             .copied()
             .collect();
+        if let Some(t) = self.table {
+            let table: Vec<&str> = crate::model::keys::keys_of(t).map(|s| s.key).collect();
+            debug_assert!(
+                known.iter().all(|k| table.contains(k)),
+                "the decoder of {t:?} reads keys missing from model::keys::KEYS: {:?}",
+                known
+                    .iter()
+                    .filter(|k| !table.contains(k))
+                    .collect::<Vec<_>>()
+            );
+            known = table;
+        }
         for (k, a) in &self.body.attrs {
             if self.known.contains(&k.as_str()) {
                 continue;

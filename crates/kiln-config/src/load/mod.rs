@@ -649,17 +649,7 @@ impl<'o> Loader<'o> {
             );
         }
         for r in &runs {
-            for s in [
-                &r.config.password,
-                &r.config.token,
-                &r.config.communicator.ssh_password,
-                &r.config.communicator.winrm_password,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                sensitive_values.push(s.clone());
-            }
+            sensitive_values.extend(crate::model::keys::sensitive_settings(&r.config));
         }
         sensitive_values.retain(|s| !s.is_empty());
         sensitive_values.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -950,6 +940,7 @@ impl<'o> Loader<'o> {
                     let mut cx = proxmox::Ctx {
                         env: &self.opts.env,
                         warnings: &mut self.warnings,
+                        now: self.opts.now.unwrap_or_else(time::OffsetDateTime::now_utc),
                     };
                     let config = proxmox::decode(
                         &ebody,

@@ -1,8 +1,9 @@
 //! `source "proxmox-iso"`: decode an evaluated body into [`ProxmoxIsoConfig`] with the plugin's
 //! defaults and validation messages.
 
-use super::ebody::{Dec, EBlock, EBody};
+use super::ebody::{parse_go_duration, Dec, EBlock, EBody};
 use crate::diag::{Diag, SourceFile};
+use crate::model::keys;
 use crate::model::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -23,10 +24,124 @@ const DEPRECATED_ISO_KEYS: &[&str] = &[
 pub struct Ctx<'a> {
     pub env: &'a [(String, String)],
     pub warnings: &'a mut Vec<Diag>,
+    /// The build's start, for `{{ timestamp }}` / `{{ isotime }}` in rendered keys.
+    pub now: time::OffsetDateTime,
+}
+
+fn env_get<'e>(env: &'e [(String, String)], k: &str) -> Option<&'e str> {
+    env.iter()
+        .rev()
+        .find(|(n, v)| n == k && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+/// Keys whose Go-template functions (`{{ timestamp }}`, `{{ isotime "…" }}`, `{{ uuid }}`) the
+/// plugin renders before use.
+const RENDERED: &[&str] = &["vm_name", "template_name", "template_description"];
+
+/// Render `{{ timestamp }}`, `{{ isotime }}`, `{{ uuid }}` … as Packer does in builder settings.
+fn render_gotmpl(v: &str, now: time::OffsetDateTime) -> Result<String, String> {
+    let data = kiln_bootcmd::gotmpl::Data::new().at(now);
+    kiln_bootcmd::gotmpl::render(v, &data).map_err(|e| e.message)
+}
+
+/// The table's verdict on every key set in `body` (the source body when `block` is `""`):
+/// an unsupported key set to anything but its default is an error at its line, a key without
+/// effect a warning.
+fn check_support(block: &str, body: &EBody, errs: &mut Vec<Diag>, warnings: &mut Vec<Diag>) {
+    for (key, a) in &body.attrs {
+        let Some(spec) = keys::spec(block, key) else {
+            continue;
+        };
+        if !differs_from_default(spec, &a.value) {
+            continue;
+        }
+        let at = |d: Diag| d.at(&a.file, Some(a.span.clone()));
+        match spec.support {
+            keys::Support::No(why) => errs.push(at(Diag::error(format!(
+                "not supported by kiln: {key} ({why})"
+            )))),
+            keys::Support::NoEffect(why) => warnings.push(at(Diag::warning(format!(
+                "{key} has no effect in kiln: {why}"
+            )))),
+            keys::Support::Yes(_) | keys::Support::Alias(_) => {}
+        }
+    }
+    for b in &body.blocks {
+        if block.is_empty()
+            && keys::spec("", &b.ident)
+                .is_some_and(|s| matches!(s.kind, keys::Kind::Block | keys::Kind::Blocks))
+        {
+            check_support(&b.ident, &b.body, errs, warnings);
+        }
+    }
+}
+
+/// Whether `v` is something other than the key's documented default (unset counts as default).
+fn differs_from_default(spec: &keys::KeySpec, v: &hcl::Value) -> bool {
+    use hcl::Value;
+    let text = match v {
+        Value::Null => return false,
+        Value::Bool(false) if spec.kind == keys::Kind::Bool => return false,
+        Value::String(s) if s.is_empty() => return false,
+        Value::Array(a) => return !a.is_empty(),
+        Value::Object(o) => return !o.is_empty(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match spec.default {
+        keys::Def::Lit(d) => {
+            if spec.kind == keys::Kind::Duration {
+                let (a, b) = (parse_go_duration(&text), parse_go_duration(d));
+                !(a.is_ok() && a == b)
+            } else {
+                !text.eq_ignore_ascii_case(d)
+            }
+        }
+        keys::Def::Dur(d) => parse_go_duration(&text).ok() != Some(d.as_nanos() as i128),
+        keys::Def::Unset | keys::Def::Computed(_) => {
+            !(spec.kind == keys::Kind::Number && text == "0")
+        }
+    }
 }
 
 fn env_set(env: &[(String, String)], k: &str) -> bool {
     env.iter().any(|(n, v)| n == k && !v.is_empty())
+}
+
+/// Render a key's Go-template functions; an error at the key when that fails.
+fn render_key(
+    d: &mut Dec,
+    key: &'static str,
+    v: Option<String>,
+    now: time::OffsetDateTime,
+) -> Option<String> {
+    let v = v?;
+    if !v.contains("{{") {
+        return Some(v);
+    }
+    match render_gotmpl(&v, now) {
+        Ok(r) => Some(r),
+        Err(m) => {
+            d.err_at(key, format!("{key}: {m}"));
+            Some(v)
+        }
+    }
+}
+
+/// `timestamp`, `isotime`, `uuid` when `v` calls one of them as a Go-template function.
+fn template_function(v: &str) -> Option<&'static str> {
+    let mut rest = v;
+    while let Some(i) = rest.find("{{") {
+        let inner = rest[i + 2..].trim_start_matches('-').trim_start();
+        for f in ["timestamp", "isotime", "uuid"] {
+            if inner.starts_with(f) {
+                return Some(f);
+            }
+        }
+        rest = &rest[i + 2..];
+    }
+    None
 }
 
 fn dns_name_ok(s: &str) -> bool {
@@ -52,7 +167,8 @@ pub fn decode(
     cx: &mut Ctx,
 ) -> ProxmoxIsoConfig {
     let mut c = ProxmoxIsoConfig::default();
-    let mut d = Dec::new(body, errs, what.to_string(), file, span);
+    check_support("", body, errs, cx.warnings);
+    let mut d = Dec::new(body, errs, what.to_string(), file, span).with_table("");
 
     // connection
     c.proxmox_url = d.str("proxmox_url");
@@ -105,6 +221,7 @@ pub fn decode(
 
     // identity
     c.vm_name = d.str("vm_name");
+    c.vm_name = render_key(&mut d, "vm_name", c.vm_name, cx.now);
     if let Some(n) = &c.vm_name {
         if !dns_name_ok(n) {
             d.err_at("vm_name", "vm_name must be a valid DNS name");
@@ -120,12 +237,32 @@ pub fn decode(
     }
     c.tags = d.str("tags");
     c.template_name = d.str("template_name");
+    c.template_name = render_key(&mut d, "template_name", c.template_name, cx.now);
     if let Some(n) = &c.template_name {
         if !dns_name_ok(n) {
             d.err_at("template_name", "template_name must be a valid DNS name");
         }
     }
     c.template_description = d.str("template_description");
+    c.template_description = render_key(
+        &mut d,
+        "template_description",
+        c.template_description,
+        cx.now,
+    );
+    for (key, a) in &body.attrs {
+        let is_str = keys::spec("", key).is_some_and(|s| s.kind == keys::Kind::Str);
+        if is_str && !RENDERED.contains(&key.as_str()) {
+            if let hcl::Value::String(v) = &a.value {
+                if let Some(f) = template_function(v) {
+                    d.err_at(
+                        key,
+                        format!("{key}: `{{{{ {f} }}}}` is not rendered here (the plugin renders Go-template functions only in {}); use the HCL function {f}() instead", RENDERED.join(", ")),
+                    );
+                }
+            }
+        }
+    }
     c.skip_convert_to_template = d.flag("skip_convert_to_template");
     c.onboot = d.flag("onboot");
 
@@ -363,7 +500,14 @@ pub fn decode(
         }
         c.cloud_init_disk_type = t;
     }
-    c.cloud_init_disable_upgrade_packages = d.bool("cloud_init_disable_upgrade_packages");
+    c.cloud_init_disable_upgrade_packages = d.flag("cloud_init_disable_upgrade_packages");
+    if c.cloud_init_disable_upgrade_packages && !c.cloud_init {
+        let a = &body.attrs["cloud_init_disable_upgrade_packages"];
+        cx.warnings.push(
+            Diag::warning("cloud_init_disable_upgrade_packages has no effect without cloud_init = true (ciupgrade is set with the cloud-init drive)")
+                .at(&a.file, Some(a.span.clone())),
+        );
+    }
 
     // boot
     c.boot_command = d.list_or_empty("boot_command");
@@ -374,7 +518,20 @@ pub fn decode(
             n => Duration::from_nanos(n as u64),
         };
     }
-    c.boot_key_interval = d.dur("boot_key_interval");
+    match d.dur("boot_key_interval") {
+        Some(v) if !v.is_zero() => c.boot_key_interval = v,
+        _ => {
+            if let Some(e) = env_get(cx.env, "PACKER_KEY_INTERVAL") {
+                match parse_go_duration(e) {
+                    Ok(n) if n > 0 => c.boot_key_interval = Duration::from_nanos(n as u64),
+                    Ok(_) => {}
+                    Err(m) => d.err(format!(
+                        "PACKER_KEY_INTERVAL: {m} (it sets the delay between boot command keys, e.g. \"100ms\"; unset it or fix it)"
+                    )),
+                }
+            }
+        }
+    }
     c.boot_keygroup_interval = d.dur("boot_keygroup_interval");
 
     // http
@@ -435,6 +592,11 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
             d.err_at(
                 "communicator",
                 format!("communicator \"{t}\" must be one of ssh, winrm, none"),
+            );
+        } else if t == "winrm" {
+            d.err_at(
+                "communicator",
+                "not supported by kiln: communicator = \"winrm\" (kiln has no WinRM communicator; use \"ssh\", or \"none\" when nothing runs in the guest)",
             );
         }
         m.r#type = t;
@@ -501,6 +663,25 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
     m.ssh_bastion_interactive = d.flag("ssh_bastion_interactive");
     m.ssh_bastion_private_key_file = d.str("ssh_bastion_private_key_file");
     m.ssh_bastion_certificate_file = d.str("ssh_bastion_certificate_file");
+    if m.ssh_bastion_host.is_some() && m.r#type == "ssh" {
+        if m.ssh_bastion_username.is_none() && !d.failed("ssh_bastion_username") {
+            d.err_at(
+                "ssh_bastion_host",
+                "ssh_bastion_username must be specified with ssh_bastion_host (the user kiln logs in as on the jump host)",
+            );
+        }
+        if !m.ssh_bastion_agent_auth
+            && m.ssh_bastion_password.is_none()
+            && m.ssh_bastion_private_key_file.is_none()
+            && !d.failed("ssh_bastion_password")
+            && !d.failed("ssh_bastion_private_key_file")
+        {
+            d.err_at(
+                "ssh_bastion_host",
+                "ssh_bastion_password or ssh_bastion_private_key_file must be specified (or ssh_bastion_agent_auth = true)",
+            );
+        }
+    }
     m.ssh_proxy_host = d.str("ssh_proxy_host");
     if let Some(v) = d.uint::<u16>("ssh_proxy_port") {
         if v != 0 {
@@ -534,7 +715,7 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
 }
 
 fn decode_vga(b: &EBlock, errs: &mut Vec<Diag>) -> Vga {
-    let mut d = Dec::for_block(b, errs, "vga");
+    let mut d = Dec::for_block(b, errs, "vga").with_table("vga");
     let v = Vga {
         r#type: d.str("type"),
         memory: d.uint::<u32>("memory"),
@@ -556,7 +737,7 @@ fn decode_vga(b: &EBlock, errs: &mut Vec<Diag>) -> Vga {
 }
 
 fn decode_efi(b: &EBlock, errs: &mut Vec<Diag>) -> EfiConfig {
-    let mut d = Dec::for_block(b, errs, "efi_config");
+    let mut d = Dec::for_block(b, errs, "efi_config").with_table("efi_config");
     let mut e = EfiConfig {
         efi_storage_pool: d.str("efi_storage_pool"),
         efi_type: d.str("efi_type"),
@@ -579,7 +760,7 @@ fn decode_efi(b: &EBlock, errs: &mut Vec<Diag>) -> EfiConfig {
 }
 
 fn decode_tpm(b: &EBlock, errs: &mut Vec<Diag>) -> Tpm {
-    let mut d = Dec::for_block(b, errs, "tpm_config");
+    let mut d = Dec::for_block(b, errs, "tpm_config").with_table("tpm_config");
     let t = Tpm {
         tpm_storage_pool: d.str("tpm_storage_pool"),
         tpm_version: d.str("tpm_version").unwrap_or_else(|| "v2.0".into()),
@@ -598,7 +779,7 @@ fn decode_tpm(b: &EBlock, errs: &mut Vec<Diag>) -> Tpm {
 }
 
 fn decode_rng(b: &EBlock, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Rng {
-    let mut d = Dec::for_block(b, errs, "rng0");
+    let mut d = Dec::for_block(b, errs, "rng0").with_table("rng0");
     let r = Rng {
         source: d.req_str("source", "source must be set for rng0"),
         max_bytes: d.uint::<u32>("max_bytes").unwrap_or(0),
@@ -623,7 +804,7 @@ fn decode_rng(b: &EBlock, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Rng {
 }
 
 fn decode_pci(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> PciDevice {
-    let mut d = Dec::for_block(b, errs, format!("pci_devices[{i}]"));
+    let mut d = Dec::for_block(b, errs, format!("pci_devices[{i}]")).with_table("pci_devices");
     let p = PciDevice {
         host: d.str("host"),
         mapping: d.str("mapping"),
@@ -654,7 +835,7 @@ fn decode_disk(
     errs: &mut Vec<Diag>,
     cx: &mut Ctx,
 ) -> Disk {
-    let mut d = Dec::for_block(b, errs, format!("disks[{i}]"));
+    let mut d = Dec::for_block(b, errs, format!("disks[{i}]")).with_table("disks");
     let mut t = d.str("type").unwrap_or_else(|| "scsi".into());
     if !["scsi", "sata", "virtio", "ide"].contains(&t.as_str()) {
         cx.warnings.push(
@@ -741,7 +922,8 @@ fn decode_disk(
 }
 
 fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
-    let mut d = Dec::for_block(b, errs, format!("network_adapters[{i}]"));
+    let mut d =
+        Dec::for_block(b, errs, format!("network_adapters[{i}]")).with_table("network_adapters");
     let n = NetworkAdapter {
         bridge: d.req_str(
             "bridge",
@@ -800,7 +982,7 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         Some(i) => format!("additional_iso_files[{i}]"),
         None => "boot_iso".to_string(),
     };
-    let mut d = Dec::for_block(b, errs, what);
+    let mut d = Dec::for_block(b, errs, what).with_table("boot_iso");
     let mut iso = IsoConfig {
         r#type: d.str("type").unwrap_or_default(),
         index: d.str("index"),

@@ -3,9 +3,11 @@
 //!
 //! Entry point: [`load`] (re-exported from the crate root).
 
+pub mod keys;
 mod provisioner;
 mod proxmox;
 
+pub use keys::{default_vm_name, DEFAULT_BOOT_KEY_INTERVAL};
 pub use provisioner::*;
 pub use proxmox::*;
 

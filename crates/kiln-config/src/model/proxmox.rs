@@ -8,7 +8,7 @@ use std::time::Duration;
 /// The `proxmox-iso` builder configuration (plugin v1.2.4 surface).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProxmoxIsoConfig {
-    // --- connection / auth (env fallbacks PROXMOX_* are applied by the build layer) ---
+    // --- connection / auth ---
     pub proxmox_url: Option<String>,
     pub insecure_skip_tls_verify: bool,
     /// kiln extension: SHA-256 fingerprint (`AA:BB:…`) of the PVE certificate to pin.
@@ -22,7 +22,8 @@ pub struct ProxmoxIsoConfig {
     pub task_timeout: Duration,
 
     // --- identity / lifecycle ---
-    /// `None` = `packer-<uuid>` chosen at build time.
+    /// `None` = `kiln-` and 8 random hex digits ([`super::default_vm_name`]), chosen at build time.
+    /// Go-template functions (`{{ timestamp }}`) are already rendered.
     pub vm_name: Option<String>,
     /// `None` (or 0) = ask `/cluster/nextid`.
     pub vm_id: Option<u32>,
@@ -75,15 +76,17 @@ pub struct ProxmoxIsoConfig {
     pub cloud_init_storage_pool: Option<String>,
     /// Default `ide`.
     pub cloud_init_disk_type: String,
-    pub cloud_init_disable_upgrade_packages: Option<bool>,
+    /// Sent as `ciupgrade: 0` with the cloud-init drive.
+    pub cloud_init_disable_upgrade_packages: bool,
 
     // --- boot command ---
     /// Raw strings: key tokens and `{{ .HTTPIP }}` etc. untouched.
     pub boot_command: Vec<String>,
     /// Default 10 s (0 → 10 s); `Duration::ZERO` here means "no wait" (negative in the template).
     pub boot_wait: Duration,
-    /// `None` = `PACKER_KEY_INTERVAL` env or 5 ms, decided by the build layer.
-    pub boot_key_interval: Option<Duration>,
+    /// `boot_key_interval`, else `PACKER_KEY_INTERVAL`, else [`super::DEFAULT_BOOT_KEY_INTERVAL`]
+    /// (resolved by the loader).
+    pub boot_key_interval: Duration,
     pub boot_keygroup_interval: Option<Duration>,
 
     // --- HTTP server ---
@@ -386,10 +389,10 @@ impl Default for ProxmoxIsoConfig {
             cloud_init: false,
             cloud_init_storage_pool: None,
             cloud_init_disk_type: "ide".into(),
-            cloud_init_disable_upgrade_packages: None,
+            cloud_init_disable_upgrade_packages: false,
             boot_command: Vec::new(),
             boot_wait: Duration::from_secs(10),
-            boot_key_interval: None,
+            boot_key_interval: super::DEFAULT_BOOT_KEY_INTERVAL,
             boot_keygroup_interval: None,
             http_directory: None,
             http_content: IndexMap::new(),
