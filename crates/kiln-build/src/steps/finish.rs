@@ -162,6 +162,10 @@ pub fn finalize_params(st: &BuildState, conf: &VmConfig) -> Result<Vec<(String, 
             format!("Found no free controller of type {bus} for a cloud-init cdrom")
         })?;
         params.push((slot, format!("{pool}:cloudinit")));
+        if cfg.cloud_init_disable_upgrade_packages {
+            // cloud-init's package upgrade on the clones' first boot, off
+            params.push(("ciupgrade".into(), "0".into()));
+        }
     }
     let name = cfg
         .template_name
@@ -341,6 +345,25 @@ mod tests {
         assert_eq!(get("ide0").as_deref(), Some("local-lvm:cloudinit"));
         assert_eq!(get("name").as_deref(), Some("tpl"));
         assert_eq!(get("description").as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn ciupgrade_off_with_the_cloud_init_drive() {
+        let c = conf(&[("scsi0", "local-lvm:vm-100-disk-0,size=8G")]);
+        let with = |cloud_init: bool, off: bool| {
+            let st = state(ProxmoxIsoConfig {
+                cloud_init,
+                cloud_init_disable_upgrade_packages: off,
+                ..Default::default()
+            });
+            let p = finalize_params(&st, &c).unwrap_or_else(|e| panic!("{e}"));
+            p.iter()
+                .find(|(k, _)| k == "ciupgrade")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(with(true, true).as_deref(), Some("0"));
+        assert_eq!(with(true, false), None);
+        assert_eq!(with(false, true), None);
     }
 
     #[test]

@@ -41,6 +41,40 @@ pub fn ssh_auth(c: &kiln_config::model::Communicator, base: &std::path::Path) ->
     v
 }
 
+/// The jump host from `ssh_bastion_*`, when `ssh_bastion_host` is set (kiln-config has checked
+/// that a user and a credential come with it).
+pub fn bastion(
+    c: &kiln_config::model::Communicator,
+    base: &std::path::Path,
+) -> Option<kiln_guest::BastionConfig> {
+    let host = c.ssh_bastion_host.clone().filter(|h| !h.is_empty())?;
+    let mut auth = Vec::new();
+    if c.ssh_bastion_agent_auth {
+        auth.push(SshAuth::Agent);
+    }
+    if let Some(k) = c
+        .ssh_bastion_private_key_file
+        .as_deref()
+        .filter(|k| !k.is_empty())
+    {
+        let p = PathBuf::from(k);
+        let p = if p.is_absolute() { p } else { base.join(p) };
+        auth.push(SshAuth::PrivateKeyFile {
+            path: p,
+            passphrase: None,
+        });
+    }
+    if let Some(pw) = c.ssh_bastion_password.as_deref().filter(|p| !p.is_empty()) {
+        auth.push(SshAuth::Password(kiln_guest::Secret::new(pw)));
+    }
+    Some(kiln_guest::BastionConfig {
+        host,
+        port: c.ssh_bastion_port,
+        username: c.ssh_bastion_username.clone().unwrap_or_default(),
+        auth,
+    })
+}
+
 /// Pause between two guest-agent polls for the VM's IP address (was 2 s): the agent's first
 /// answer is seen within half a second, without flooding the API during a long install.
 pub const AGENT_POLL: Duration = Duration::from_millis(500);
@@ -79,7 +113,10 @@ impl Step<BuildState> for StepWaitGuest {
                 c.r#type
             )));
         }
-        for s in [&c.ssh_password].into_iter().flatten() {
+        for s in [&c.ssh_password, &c.ssh_bastion_password]
+            .into_iter()
+            .flatten()
+        {
             cx.ui.ui().masker().add(s);
         }
         let client = st.client()?;
@@ -167,6 +204,13 @@ impl Step<BuildState> for StepWaitGuest {
         cfg.handshake_attempts = (c.ssh_handshake_attempts > 0).then_some(c.ssh_handshake_attempts);
         if !c.ssh_keep_alive_interval.is_zero() {
             cfg.keepalive = Some(c.ssh_keep_alive_interval);
+        }
+        if let Some(b) = bastion(&c, &st.template_dir) {
+            cx.ui.say(&format!(
+                "Connecting through the bastion {}@{}:{}",
+                b.username, b.host, b.port
+            ));
+            cfg.bastion = Some(Box::new(b));
         }
         st.ssh = Some(cfg.clone());
         let left = deadline
@@ -306,5 +350,24 @@ mod tests {
         let a = ssh_auth(&c, std::path::Path::new("/t"));
         let d: Vec<String> = a.iter().map(|x| x.describe()).collect();
         assert_eq!(d, vec!["ssh-agent", "private key /t/id", "password"]);
+    }
+
+    #[test]
+    fn bastion_from_the_ssh_bastion_keys() {
+        let mut c = kiln_config::model::Communicator::default();
+        assert!(bastion(&c, std::path::Path::new("/t")).is_none());
+        c.ssh_bastion_host = Some("jump.example".into());
+        c.ssh_bastion_port = 2222;
+        c.ssh_bastion_username = Some("hop".into());
+        c.ssh_bastion_private_key_file = Some("keys/jump".into());
+        c.ssh_bastion_password = Some("pw".into());
+        c.ssh_bastion_agent_auth = true;
+        let b = bastion(&c, std::path::Path::new("/t")).expect("bastion");
+        assert_eq!(
+            (b.host.as_str(), b.port, b.username.as_str()),
+            ("jump.example", 2222, "hop")
+        );
+        let d: Vec<String> = b.auth.iter().map(|x| x.describe()).collect();
+        assert_eq!(d, vec!["ssh-agent", "private key /t/keys/jump", "password"]);
     }
 }

@@ -113,7 +113,7 @@ impl Step<BuildState> for StepCreateVm {
             .vm_name
             .clone()
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| format!("kiln-{:08x}", rand::random::<u32>()));
+            .unwrap_or_else(kiln_config::model::default_vm_name);
         st.vm_name = name.clone();
         let mut isos = Vec::new();
         if let Some(b) = &st.boot_iso {
@@ -249,15 +249,16 @@ async fn try_remove_vm(
     node: &str,
     vmid: u32,
     wait: &kiln_pve::WaitOptions,
-    lock_wait: Duration,
+    lock_deadline: std::time::Instant,
 ) -> Result<Removal, String> {
     // A failed create is rolled back by PVE itself (the VM carries `lock: create` meanwhile):
-    // wait for that to finish instead of fighting the lock.
-    let t0 = std::time::Instant::now();
+    // wait for that to finish instead of fighting the lock (once, not on every attempt).
     loop {
         match client.qemu_config(node, vmid, false).await {
-            Ok(c) if c.get("lock") == Some("create") && t0.elapsed() < lock_wait => {
-                tokio::time::sleep(Duration::from_secs(2).min(lock_wait)).await;
+            Ok(c)
+                if c.get("lock") == Some("create") && std::time::Instant::now() < lock_deadline =>
+            {
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Ok(_) => break,
             Err(e) if is_gone(&e) => return Ok(Removal::NotThere),
@@ -323,8 +324,9 @@ pub async fn remove_vm(
 ) -> bool {
     let attempts = backoff.len() + 1;
     let mut last = String::new();
+    let lock_deadline = std::time::Instant::now() + lock_wait;
     for attempt in 1..=attempts {
-        match try_remove_vm(cx, client, node, vmid, wait, lock_wait).await {
+        match try_remove_vm(cx, client, node, vmid, wait, lock_deadline).await {
             Ok(Removal::Deleted) => {
                 cx.ui.message(&format!("Deleted VM {vmid}"));
                 return true;
