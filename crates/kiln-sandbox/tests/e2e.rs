@@ -13,19 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
 fn guest_iso() -> PathBuf {
-    match std::env::var_os("KILN_TEST_GUEST_ISO") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root().join("target/test-guest/guest.iso"),
-    }
+    kiln_testguest::iso_path().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn require_tool(tool: &str, package: &str) {

@@ -313,18 +313,7 @@ fn fixture(dir: &Path) -> Fixture {
 }
 
 fn kiln_testguest_iso() -> Result<PathBuf, String> {
-    let p = match std::env::var_os("KILN_TEST_GUEST_ISO") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace().join("target/test-guest/guest.iso"),
-    };
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} missing: run `cargo xtask test-guest`",
-            p.display()
-        ))
-    }
+    kiln_testguest::iso_path().map_err(|e| e.to_string())
 }
 
 /// Start `kiln build` in the namespace; output (stdout+stderr) goes to `log`.

@@ -44,8 +44,5 @@ pub fn workspace_root() -> PathBuf {
 
 /// The test-guest ISO (env KILN_TEST_GUEST_ISO or target/test-guest/guest.iso), if it exists.
 pub fn test_guest_iso() -> Option<PathBuf> {
-    let p = std::env::var_os("KILN_TEST_GUEST_ISO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/test-guest/guest.iso"));
-    p.exists().then_some(p)
+    kiln_testguest::iso_path().ok()
 }
