@@ -50,7 +50,14 @@ pub fn eval_body(raw: &RawBody, scope: &Scope, errs: &mut Vec<Diag>) -> EBody {
     let mut out = EBody::default();
     for item in &raw.items {
         match item {
-            RawItem::Attr(a) => match scope.eval(&a.expr) {
+            RawItem::Attr(a) => match {
+                // a setting derived from a sensitive variable is masked in output
+                let (r, tainted) = scope.g.eval_tainted(|| scope.eval(&a.expr));
+                if let (Ok(v), true) = (&r, tainted) {
+                    scope.g.note_derived(v, &a.file.text);
+                }
+                r
+            } {
                 Ok(v) => {
                     if out.attrs.contains_key(&a.key) {
                         errs.push(

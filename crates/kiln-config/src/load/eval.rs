@@ -126,6 +126,16 @@ pub struct Globals {
     template_depth: Cell<usize>,
     /// evaluations so far (bounded by MAX_EVAL_STEPS)
     steps: Cell<u64>,
+    /// variables declared `sensitive = true`
+    pub sensitive_vars: HashSet<String>,
+    /// taint tracking: set when the expression being evaluated read a sensitive variable or a
+    /// local derived from one (see [`Globals::eval_tainted`])
+    taint: Cell<bool>,
+    /// locals whose value derives from a sensitive variable
+    tainted_locals: RefCell<HashSet<String>>,
+    /// strings of values derived from sensitive variables that are not literally in the
+    /// template (e.g. `base64encode(var.password)`): masked in output like the variables
+    pub derived_sensitive: RefCell<Vec<String>>,
 }
 
 impl Globals {
@@ -148,12 +158,64 @@ impl Globals {
             local_depth: Cell::new(0),
             template_depth: Cell::new(0),
             steps: Cell::new(0),
+            sensitive_vars: HashSet::new(),
+            taint: Cell::new(false),
+            tainted_locals: RefCell::new(HashSet::new()),
+            derived_sensitive: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Evaluate with taint tracking: the result, and whether it derives from a sensitive
+    /// variable (read directly, through a local, or through `var` as a whole).
+    pub fn eval_tainted<T>(&self, f: impl FnOnce() -> T) -> (T, bool) {
+        let outer = self.taint.replace(false);
+        let r = f();
+        let tainted = self.taint.get();
+        self.taint.set(outer || tainted);
+        (r, tainted)
+    }
+
+    /// Does `local.<name>` derive from a sensitive variable? (after it was evaluated)
+    pub fn local_tainted(&self, name: &str) -> bool {
+        self.tainted_locals.borrow().contains(name)
+    }
+
+    /// Remember the strings of a value derived from a sensitive variable, except those already
+    /// masked (they contain a sensitive value) and those written literally in the template
+    /// (`"<enter>"` next to a password in a boot command is no secret). `literal` is the text of
+    /// the template file(s); `known` the sensitive values.
+    pub fn note_derived(&self, v: &Value, literal: &str) {
+        let mut strings = Vec::new();
+        collect_leaf_strings(v, &mut strings);
+        let known: Vec<String> = self
+            .sensitive_vars
+            .iter()
+            .filter_map(|n| self.vars.get(n))
+            .flat_map(|v| {
+                let mut x = Vec::new();
+                collect_leaf_strings(v, &mut x);
+                x
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut out = self.derived_sensitive.borrow_mut();
+        for s in strings {
+            if s.len() < 4
+                || literal.contains(s.as_str())
+                || known.iter().any(|k| s.contains(k.as_str()))
+            {
+                continue;
+            }
+            out.push(s);
         }
     }
 
     /// Value of `local.<name>`, evaluating it on first use.
     pub fn local(&self, name: &str) -> R<Value> {
         let state = self.local_state.borrow().get(name).cloned();
+        if self.tainted_locals.borrow().contains(name) {
+            self.taint.set(true);
+        }
         match state {
             Some(LocalState::Done(v)) => return Ok(v),
             Some(LocalState::Failed) => return Err(EvalError::Reported),
@@ -183,9 +245,13 @@ impl Globals {
             .insert(name.to_string(), LocalState::InProgress);
         self.local_depth.set(self.local_depth.get() + 1);
         let root = Scope::root(self);
-        let res = root
-            .eval(&def.expr)
-            .and_then(|v| check_weight(value_weight(&v, MAX_VALUE_WEIGHT)).map(|_| v));
+        let (res, tainted) = self.eval_tainted(|| {
+            root.eval(&def.expr)
+                .and_then(|v| check_weight(value_weight(&v, MAX_VALUE_WEIGHT)).map(|_| v))
+        });
+        if tainted {
+            self.tainted_locals.borrow_mut().insert(name.to_string());
+        }
         self.local_depth.set(self.local_depth.get() - 1);
         match res {
             Ok(v) => {
@@ -211,6 +277,9 @@ impl Globals {
     }
 
     fn var(&self, name: &str) -> R<Value> {
+        if self.sensitive_vars.contains(name) {
+            self.taint.set(true);
+        }
         if let Some(v) = self.vars.get(name) {
             return Ok(v.clone());
         }
@@ -233,6 +302,17 @@ impl Globals {
             msg.push_str(&format!(" (did you mean \"{s}\"?)"));
         }
         Err(EvalError::msg(msg))
+    }
+}
+
+/// Every string (and number) inside a value.
+fn collect_leaf_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(a) => a.iter().for_each(|x| collect_leaf_strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| collect_leaf_strings(x, out)),
+        _ => {}
     }
 }
 
@@ -298,7 +378,12 @@ impl<'a> Scope<'a> {
             )));
         }
         match name {
-            "var" => Ok(Value::Object(self.g.vars.clone())),
+            "var" => {
+                if !self.g.sensitive_vars.is_empty() {
+                    self.g.taint.set(true);
+                }
+                Ok(Value::Object(self.g.vars.clone()))
+            }
             "local" => {
                 let mut m = Map::new();
                 for k in self.g.locals.keys() {
@@ -1286,5 +1371,143 @@ mod limit_tests {
                 .any(|e| e.contains("t.pkr.hcl:2:") && e.contains("more than kiln's limit")),
             "{errs:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod taint_tests {
+    //! Sensitive values (issue 11): never in an error, and what derives from them is masked.
+
+    use crate::model::{LoadOptions, Loaded};
+
+    const SECRET: &str = "Abc123Secret";
+
+    fn load(files: &[(&str, &str)], vars: &[(&str, &str)]) -> Result<Loaded, Vec<String>> {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).expect("write");
+        }
+        let opts = LoadOptions {
+            cwd: Some(d.path().to_path_buf()),
+            vars: vars
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            now: Some(time::macros::datetime!(2026-01-02 03:04:05 UTC)),
+            ..LoadOptions::isolated()
+        };
+        crate::load(d.path(), &opts).map_err(|e| {
+            e.errors
+                .iter()
+                .map(|d| format!("{} {:?}", d.one_line(), d.help))
+                .collect()
+        })
+    }
+
+    const DECL: &str = "variable \"pw\" {\n  type      = number\n  sensitive = true\n}\n";
+
+    #[test]
+    fn a_sensitive_value_of_the_wrong_type_is_not_echoed() {
+        // -var
+        let errs = load(&[("t.pkr.hcl", DECL)], &[("pw", SECRET)])
+            .err()
+            .expect("error");
+        assert!(!errs.is_empty());
+        assert!(errs.iter().all(|e| !e.contains(SECRET)), "{errs:?}");
+        // a variables file: the error points at the declaration, not at the secret's line
+        let errs = load(
+            &[
+                ("t.pkr.hcl", DECL),
+                ("x.auto.pkrvars.hcl", &format!("pw = \"{SECRET}\"\n")),
+            ],
+            &[],
+        )
+        .err()
+        .expect("error");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("t.pkr.hcl:1:") && e.contains("x.auto.pkrvars.hcl:1")),
+            "{errs:?}"
+        );
+        assert!(errs.iter().all(|e| !e.contains(SECRET)), "{errs:?}");
+    }
+
+    #[test]
+    fn an_evaluation_error_quoting_a_sensitive_value_masks_it() {
+        let t = "variable \"pw\" {\n  default   = \"Abc123Secret\"\n  sensitive = true\n}\nlocals {\n  n = var.pw + 1\n}\n";
+        let errs = load(&[("t.pkr.hcl", t)], &[]).err().expect("error");
+        assert!(errs.iter().any(|e| e.contains("<sensitive>")), "{errs:?}");
+        assert!(errs.iter().all(|e| !e.contains(SECRET)), "{errs:?}");
+    }
+
+    #[test]
+    fn locals_and_settings_derived_from_sensitive_variables_are_masked_in_inspect() {
+        let t = format!(
+            r#"variable "pw" {{
+  default   = "{SECRET}"
+  sensitive = true
+}}
+variable "user" {{
+  default = "ubuntu"
+}}
+locals {{
+  plain   = "${{var.user}}-x"
+  wrapped = "pass=${{var.pw}}"
+  encoded = base64encode(var.pw)
+  upper2  = upper(local.encoded)
+  all     = var
+}}
+source "proxmox-iso" "u" {{
+  proxmox_url          = "https://pve.example:8006/api2/json"
+  username             = "root@pam"
+  password             = "PvePassword77"
+  node                 = "pve"
+  ssh_username         = "ubuntu"
+  ssh_bastion_host     = "jump"
+  ssh_bastion_username = "jumper"
+  ssh_bastion_password = "BastionPass99"
+  template_description = sha256(var.pw)
+  boot_command         = ["<enter>", "echo ${{var.pw}}<enter>"]
+  boot_iso {{
+    iso_file = "local:iso/ubuntu.iso"
+  }}
+}}
+build {{
+  sources = ["source.proxmox-iso.u"]
+}}
+"#
+        );
+        let l = load(&[("t.pkr.hcl", &t)], &[]).expect("loads");
+        let out = crate::inspect::render(&l.plan);
+        let encoded = "QWJjMTIzU2VjcmV0"; // base64("Abc123Secret")
+        for leaked in [SECRET, encoded, &encoded.to_uppercase(), "BastionPass99"] {
+            assert!(!out.contains(leaked), "{leaked} in:\n{out}");
+        }
+        let sha = crate::functions::call(
+            "sha256",
+            vec![hcl::Value::String(SECRET.into())],
+            &crate::functions::FuncContext {
+                cwd: std::env::temp_dir(),
+                allow_env: false,
+                now: time::OffsetDateTime::UNIX_EPOCH,
+            },
+        )
+        .expect("sha256");
+        let sha = sha.as_str().expect("string").to_string();
+        assert!(!out.contains(&sha), "sha256 of the secret in:\n{out}");
+        assert!(out.contains("local.plain = \"ubuntu-x\""), "{out}");
+        for l in ["wrapped", "encoded", "upper2", "all"] {
+            assert!(
+                out.contains(&format!("local.{l} = <sensitive>")),
+                "{l}:\n{out}"
+            );
+        }
+        // "<enter>" next to the password in the boot command is no secret
+        assert!(out.contains("<enter>"), "{out}");
+        assert!(l
+            .plan
+            .sensitive_values
+            .contains(&"BastionPass99".to_string()));
+        assert!(l.plan.sensitive_values.contains(&sha));
     }
 }

@@ -34,8 +34,18 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         var_file_failed: false,
         errors: Vec::new(),
         warnings: Vec::new(),
+        secrets: Vec::new(),
     };
     let plan = l.run(path);
+    // errors never print a sensitive value, whatever message quoted it
+    for d in l.errors.iter_mut().chain(l.warnings.iter_mut()) {
+        for s in &l.secrets {
+            d.message = d.message.replace(s.as_str(), "<sensitive>");
+            if let Some(h) = &mut d.help {
+                *h = h.replace(s.as_str(), "<sensitive>");
+            }
+        }
+    }
     // the same source used by several builds repeats its warnings: keep each once
     let mut seen = HashSet::new();
     l.warnings.retain(|w| seen.insert(w.one_line()));
@@ -62,6 +72,9 @@ struct Loader<'o> {
     var_file_failed: bool,
     errors: Vec<Diag>,
     warnings: Vec<Diag>,
+    /// values of sensitive variables (as given and as converted), longest first: masked in
+    /// every error and warning
+    secrets: Vec<String>,
 }
 
 struct VarDecl {
@@ -425,6 +438,9 @@ impl<'o> Loader<'o> {
         for (k, v) in &self.opts.env {
             if let Some(name) = k.strip_prefix("PKR_VAR_") {
                 if let Some(d) = decls.get_mut(name) {
+                    if d.sensitive {
+                        self.secrets.push(v.clone());
+                    }
                     match parse_cli_value(v, &d.ty) {
                         Ok(val) => {
                             d.value = Some(val);
@@ -464,6 +480,9 @@ impl<'o> Loader<'o> {
         }
         // -var
         for (k, v) in &self.opts.vars {
+            if decls.get(k).is_some_and(|d| d.sensitive) {
+                self.secrets.push(v.clone());
+            }
             match decls.get_mut(k) {
                 Some(d) => match parse_cli_value(v, &d.ty) {
                     Ok(val) => {
@@ -488,14 +507,29 @@ impl<'o> Loader<'o> {
         // convert to types
         for d in decls.values_mut() {
             if let Some(v) = d.value.take() {
+                if d.sensitive {
+                    collect_strings(&v, &mut self.secrets);
+                }
                 match d.ty.convert(v.clone()) {
-                    Ok(c) => d.value = Some(c),
+                    Ok(c) => {
+                        if d.sensitive {
+                            collect_strings(&c, &mut self.secrets);
+                        }
+                        d.value = Some(c)
+                    }
                     Err(m) => {
                         let msg = format!(
                             "invalid value for variable \"{}\": {m} (type {})",
                             d.name, d.type_expr
                         );
                         let diag = match &d.value_at {
+                            // a sensitive value is not shown: point at the declaration
+                            Some((f, s)) if d.sensitive => Diag::error(msg)
+                                .at(&d.block.file, Some(d.block.span.clone()))
+                                .with_help(format!(
+                                    "the (sensitive) value was set at {}",
+                                    loc_of(f, s).map(|l| l.to_string()).unwrap_or_default()
+                                )),
                             Some((f, s)) => Diag::error(msg).at(f, Some(s.clone())),
                             None => Diag::error(msg).at(&d.block.file, Some(d.block.span.clone())),
                         };
@@ -510,8 +544,16 @@ impl<'o> Loader<'o> {
         }
 
         // ---- globals for everything else ----
+        self.secrets.retain(|s| !s.is_empty());
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.dedup();
         let mut g = Globals::new(fctx(false), path_obj, packer_obj);
         g.quiet_unset = self.var_file_failed;
+        g.sensitive_vars = decls
+            .values()
+            .filter(|d| d.sensitive)
+            .map(|d| d.name.clone())
+            .collect();
         for d in decls.values() {
             match &d.value {
                 Some(v) => {
@@ -600,11 +642,19 @@ impl<'o> Loader<'o> {
             );
         }
         let mut local_infos = Vec::new();
+        let mut declared_sensitive = HashSet::new();
         for (a, sensitive) in &local_attrs {
             let v = g.local(&a.key).ok();
+            if *sensitive {
+                declared_sensitive.insert(a.key.clone());
+            } else if let (Some(v), true) = (&v, g.local_tainted(&a.key)) {
+                // derived from a sensitive variable: masked in inspect, its transformed
+                // strings masked everywhere
+                g.note_derived(v, &a.file.text);
+            }
             local_infos.push(LocalInfo {
                 name: a.key.clone(),
-                sensitive: *sensitive,
+                sensitive: *sensitive || g.local_tainted(&a.key),
                 value: v,
                 location: loc_of(&a.file, &a.span),
             });
@@ -628,7 +678,10 @@ impl<'o> Loader<'o> {
                 collect_strings(v, &mut sensitive_values);
             }
         }
-        for li in local_infos.iter().filter(|l| l.sensitive) {
+        for li in local_infos
+            .iter()
+            .filter(|l| declared_sensitive.contains(&l.name))
+        {
             if let Some(v) = &li.value {
                 collect_strings(v, &mut sensitive_values);
             }
@@ -650,6 +703,14 @@ impl<'o> Loader<'o> {
         }
         for r in &runs {
             sensitive_values.extend(crate::model::keys::sensitive_settings(&r.config));
+        }
+        sensitive_values.extend(g.derived_sensitive.borrow().iter().cloned());
+        for r in &runs {
+            // the private key's content (a build log must never show it)
+            if let Some(k) = &r.config.communicator.ssh_private_key_file {
+                sensitive_values.extend(private_key_lines(&root, k));
+                sensitive_values.extend(private_key_lines(&cwd, k));
+            }
         }
         sensitive_values.retain(|s| !s.is_empty());
         sensitive_values.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -1262,6 +1323,27 @@ pub fn parse_cli_value(raw: &str, ty: &Type) -> Result<Value, String> {
         EvalError::Msg(m) => m,
         EvalError::Reported => "invalid value".into(),
     })
+}
+
+/// The secret lines of a private key file (its base64 body; not the BEGIN/END armour), if it is
+/// a readable regular file of at most 1 MiB.
+fn private_key_lines(cwd: &Path, file: &str) -> Vec<String> {
+    let p = if Path::new(file).is_absolute() {
+        PathBuf::from(file)
+    } else {
+        cwd.join(file)
+    };
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() && m.len() <= 1 << 20 => {}
+        _ => return Vec::new(),
+    }
+    std::fs::read_to_string(&p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() >= 16 && !l.starts_with("-----") && !l.contains(':'))
+        .map(str::to_string)
+        .collect()
 }
 
 fn collect_strings(v: &Value, out: &mut Vec<String>) {
