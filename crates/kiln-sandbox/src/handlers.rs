@@ -55,6 +55,12 @@ where
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let injected = st.faults.for_task(ty);
+    if injected.is_some() && ty == "qmcreate" {
+        // PVE rolls a failed create back: the half-created VM (config `lock: create`) goes away
+        if let Ok(vmid) = id.parse() {
+            st.vms.remove(vmid);
+        }
+    }
     let upid = st
         .tasks
         .spawn(ty, id, &ctx.ident.upid_user(), injected, work);
