@@ -57,7 +57,7 @@ pub struct ParseError {
 
 /// Packer's special key names, in Packer's match order (first match wins),
 /// plus kiln's additions at the end (leftCommand, leftOption, …).
-const SPECIAL: &[&str] = &[
+pub const SPECIAL: &[&str] = &[
     "bs",
     "del",
     "enter",

@@ -351,7 +351,7 @@ fn unsupported_keys_are_rejected_at_their_line() {
 #[test]
 fn winrm_is_refused_at_its_line() {
     let text = format!("{BASE}  communicator = \"winrm\"\n  boot_iso {{ iso_file = \"local:iso/a.iso\" }}\n}}\nbuild {{ sources = [\"source.proxmox-iso.t\"] }}\n");
-    let e = load(&text, &[]).err().expect("winrm refused");
+    let e = load(&text, &[]).expect_err("winrm refused");
     let d = e
         .errors
         .iter()
