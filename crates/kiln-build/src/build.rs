@@ -210,8 +210,30 @@ async fn build_one(
                         }
                     }
                 }
-                PostProcessorKind::ShellLocal(_) => {
-                    bui.error("post-processor shell-local is not supported by kiln yet; skipped");
+                PostProcessorKind::ShellLocal(s) => {
+                    bui.say("Running post-processor: shell-local");
+                    let mut vars = std::collections::BTreeMap::new();
+                    vars.insert("ID".to_string(), id.to_string());
+                    vars.insert("Name".to_string(), state.vm_name.clone());
+                    let cwd = std::env::current_dir().unwrap_or_else(|_| root.clone());
+                    let ctx = crate::provision::ProvisionContext {
+                        comm: None,
+                        ssh: None,
+                        build_name: &run.source_name,
+                        builder_type: &run.source_type,
+                        template_dir: &cwd,
+                        ui: &bui,
+                        cancel: &cancel,
+                        vars: &vars,
+                        interactive: false,
+                    };
+                    if let Err(e) = crate::provision::run_shell_local_post_processor(s, &ctx).await
+                    {
+                        bui.error(&format!("shell-local post-processor failed: {e}"));
+                        artifact = Err(StepError::failed(format!(
+                            "shell-local post-processor: {e}"
+                        )));
+                    }
                 }
             }
         }

@@ -219,6 +219,15 @@ pub async fn run(p: &Provisioner, ctx: &ProvisionContext<'_>) -> Result<(), Prov
     }
 }
 
+/// `post-processor "shell-local"`: the commands or scripts run on the build host after the
+/// template exists, with Packer's environment (`PACKER_BUILD_NAME`, `PACKER_BUILDER_TYPE`, …).
+pub async fn run_shell_local_post_processor(
+    s: &kiln_config::model::ShellLocal,
+    ctx: &ProvisionContext<'_>,
+) -> Result<(), ProvisionError> {
+    shell_local::run(s, ctx).await
+}
+
 async fn run_kind(
     kind: &ProvisionerKind,
     ctx: &ProvisionContext<'_>,

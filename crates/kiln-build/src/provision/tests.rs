@@ -746,3 +746,39 @@ fn resolve_paths() {
     assert_eq!(ctx.lookup("build_name").as_deref(), Some("test"));
     assert_eq!(ctx.http_addr().as_deref(), Some("10.0.2.2:8888"));
 }
+
+#[tokio::test]
+async fn shell_local_post_processor_runs_with_packers_environment() {
+    let env = Env::new();
+    let marker = env.dir.path().join("pp.txt");
+    let mut vars = env.vars.clone();
+    vars.insert("ID".to_string(), "123".to_string());
+    let pp = ShellLocal {
+        inline: vec![format!(
+            "echo \"$PACKER_BUILD_NAME $PACKER_BUILDER_TYPE\" > {}",
+            marker.display()
+        )],
+        ..Default::default()
+    };
+    let ctx = ProvisionContext {
+        comm: None,
+        ssh: None,
+        vars: &vars,
+        ..env.ctx(None)
+    };
+    super::run_shell_local_post_processor(&pp, &ctx)
+        .await
+        .expect("post-processor");
+    assert_eq!(
+        std::fs::read_to_string(&marker).expect("the post-processor ran"),
+        "test proxmox-iso\n"
+    );
+    let bad = ShellLocal {
+        inline: vec!["exit 3".into()],
+        ..Default::default()
+    };
+    let e = super::run_shell_local_post_processor(&bad, &ctx)
+        .await
+        .expect_err("exit 3 fails the post-processor");
+    assert!(e.to_string().contains("exit code 3"), "{e}");
+}
