@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: project automation that is not part of the product.
 //! Each task lives in its own module.
 
+mod bench;
 mod bootcmd_corpus;
 mod config_docs;
 mod corpus;
@@ -38,6 +39,8 @@ enum Task {
     Packages(packages::Args),
     /// Build a Debian package of kiln (binary, man page, completions); --smoke installs and checks it
     Dist(dist::Args),
+    /// Kiln side by side with Packer 1.6.6 and coreutils on this machine; writes docs/benchmarks.md
+    Bench(bench::Args),
     /// First run without Proxmox: sandbox + `kiln build examples/test-guest` + a booted clone, then cleanup
     Demo(demo::Args),
 }
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Task::Corpus(a) => corpus::run(a),
         Task::ConfigDocs(a) => config_docs::run(a),
         Task::Demo(a) => demo::run(a),
+        Task::Bench(a) => bench::run(a),
         Task::Packages(a) => packages::run(a),
         Task::Dist(a) => dist::run(a),
     }
