@@ -407,16 +407,27 @@ fn resolve(request: &[String]) -> Result<Plan> {
             let s = simulate(&args)?;
             let only_this_downgrade = s.downgrades.iter().all(|d| d.name == *c);
             if s.error.is_none() && s.removals.is_empty() && only_this_downgrade {
-                let why = sim
-                    .breaks
-                    .iter()
-                    .find(|b| b.installed == *c)
-                    .map(|b| format!(" ({c} {installed} Breaks: {})", b.what))
-                    .unwrap_or_else(|| format!(" (apt would remove {c} {installed})"));
+                // why: apt's own words, asked for by keeping the installed version
+                let breaks = match sim.breaks.iter().find(|b| b.installed == *c) {
+                    Some(b) => Some(b.what.clone()),
+                    None => {
+                        let mut keep = request.to_vec();
+                        keep.retain(|a| a != c);
+                        keep.push(format!("{c}={installed}"));
+                        simulate(&keep)?
+                            .breaks
+                            .into_iter()
+                            .find(|b| b.installed == *c)
+                            .map(|b| b.what)
+                    }
+                };
+                let why = match breaks {
+                    Some(what) => format!("it Breaks: {what}"),
+                    None => "apt's plan removes it".to_string(),
+                };
                 return Ok(Plan {
                     notes: vec![format!(
-                        "{c} {installed} cannot stay beside {}{why}; installing the consistent set from one suite: {c} {v}",
-                        request.iter().filter(|r| *r != c).cloned().collect::<Vec<_>>().join(", ")
+                        "{c} {installed} cannot stay with the requested packages ({why}); apt would remove it. Installing the consistent set from one suite instead: {c} {v}"
                     )],
                     args,
                     sim: s,
