@@ -7,6 +7,7 @@ mod config_docs;
 mod corpus;
 mod demo;
 mod dist;
+mod installed_disk;
 mod packages;
 mod regen_schema;
 mod test;

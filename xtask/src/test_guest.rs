@@ -25,13 +25,28 @@ pub struct Args {
     /// Do not install missing build packages (fail instead)
     #[arg(long)]
     pub no_install: bool,
+    /// Also install the ISO once onto a cached qcow2 (target/test-guest/<hash>/installed/, linked
+    /// from target/test-guest/installed) for tests that boot an installed system; `--force`
+    /// rebuilds it too
+    #[arg(long)]
+    pub installed_disk: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let root = crate::workspace_root();
     let iso = ensure(&root, args.force, !args.no_install)?;
     println!("test guest: {}", iso.display());
+    if args.installed_disk {
+        let dir = ensure_installed_disk(&root, args.force)?;
+        println!("installed test-guest disk: {}", dir.display());
+    }
     Ok(())
+}
+
+/// The installed disk for the current recipe (the ISO must exist: call [`ensure`] first).
+pub fn ensure_installed_disk(root: &Path, force: bool) -> Result<PathBuf> {
+    let hash = recipe_hash(&root.join("xtask/test-guest"))?;
+    crate::installed_disk::ensure(&root.join("target/test-guest"), &hash, force)
 }
 
 /// Build the ISO if needed; returns the stable path `target/test-guest/guest.iso`.
@@ -89,7 +104,7 @@ pub fn ensure(root: &Path, force: bool, install: bool) -> Result<PathBuf> {
     Ok(link)
 }
 
-/// Remove the outputs of other recipe hashes (each holds a ~170 MiB ISO).
+/// Remove the outputs of other recipe hashes (each holds a ~140 MiB ISO and maybe an installed disk).
 fn remove_stale(base: &Path, current: &str) {
     let Ok(rd) = std::fs::read_dir(base) else {
         return;

@@ -10,11 +10,14 @@
 //! * [`http::SeedServer`]: a tiny HTTP server serving `user-data`/`meta-data`, logging requests.
 //! * [`serial::SerialLog`]: wait for a marker in QEMU's serial log file.
 //! * [`qemu::Qemu`]: a QEMU child process killed on drop (and when the test process dies).
+//! * [`installed::installed_disk`]: the cached installed disk (`cargo xtask test-guest
+//!   --installed-disk`), its SSH key and user; [`installed::InstalledDisk::spec`] boots an overlay.
 //!
 //! What the guest needs from QEMU is documented in `GUEST.md` next to this crate.
 //! All helpers are blocking (std threads): call them from `spawn_blocking` in async tests.
 
 pub mod http;
+pub mod installed;
 pub mod keys;
 pub mod netns;
 pub mod qemu;
@@ -29,6 +32,8 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     #[error("test-guest ISO not found at {path}: run `cargo xtask test-guest` (or set KILN_TEST_GUEST_ISO)")]
     IsoMissing { path: PathBuf },
+    #[error("installed test-guest disk not usable at {path} ({why}): run `cargo xtask test-guest --installed-disk` (or set KILN_TEST_GUEST_INSTALLED)")]
+    InstalledDiskMissing { path: PathBuf, why: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -44,6 +49,8 @@ pub enum Error {
     #[error("boot command: {0}")]
     BootCommand(String),
 }
+
+pub use installed::{installed_disk, InstalledDisk};
 
 pub type Result<T> = std::result::Result<T, Error>;
 

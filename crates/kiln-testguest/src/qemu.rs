@@ -36,7 +36,8 @@ pub struct Spec {
     pub mem_mib: u32,
     pub disk: PathBuf,
     pub disk_bus: DiskBus,
-    /// the installer ISO and optional extra CD-ROMs (e.g. a `cidata` seed)
+    /// the installer ISO (an empty path: no installer CD-ROM, e.g. when booting an installed disk)
+    /// and optional extra CD-ROMs (e.g. a `cidata` seed)
     pub iso: PathBuf,
     pub extra_cdroms: Vec<PathBuf>,
     pub net: Net,
@@ -51,6 +52,17 @@ pub struct Spec {
     pub no_reboot: bool,
     /// UEFI: (OVMF code, writable copy of the OVMF vars) as pflash, like PVE's `bios: ovmf`
     pub ovmf: Option<(PathBuf, PathBuf)>,
+    /// direct kernel boot (`-kernel/-initrd/-append`) instead of the firmware's boot order
+    pub kernel: Option<KernelBoot>,
+}
+
+/// `-kernel KERNEL -initrd INITRD -append APPEND`: boot a kernel without a boot loader (e.g. the
+/// ISO's `casper/vmlinuz` + `casper/initrd`, extracted), so nothing has to be typed at GRUB.
+#[derive(Debug, Clone)]
+pub struct KernelBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
 }
 
 /// OVMF firmware of Debian's `ovmf` package: (code, vars template).
@@ -84,6 +96,7 @@ impl Spec {
             boot_menu: true,
             no_reboot: true,
             ovmf: None,
+            kernel: None,
         }
     }
 
@@ -134,29 +147,39 @@ impl Spec {
             ),
         ]);
         let q35 = self.machine.starts_with("q35");
+        // -kernel takes boot index 0 itself (QEMU's linuxboot option ROM)
+        let b = usize::from(self.kernel.is_some());
         match self.disk_bus {
-            DiskBus::VirtioBlk => push(&["-device", "virtio-blk-pci,drive=d0,bootindex=0"]),
+            DiskBus::VirtioBlk => {
+                push(&["-device", &format!("virtio-blk-pci,drive=d0,bootindex={b}")])
+            }
             DiskBus::VirtioScsi => push(&[
                 "-device",
                 "virtio-scsi-pci,id=scsihw0",
                 "-device",
-                "scsi-hd,bus=scsihw0.0,drive=d0,bootindex=0",
+                &format!("scsi-hd,bus=scsihw0.0,drive=d0,bootindex={b}"),
             ]),
             DiskBus::Sata => {
                 if q35 {
-                    push(&["-device", "ide-hd,bus=ide.0,drive=d0,bootindex=0"]);
+                    push(&[
+                        "-device",
+                        &format!("ide-hd,bus=ide.0,drive=d0,bootindex={b}"),
+                    ]);
                 } else {
                     push(&[
                         "-device",
                         "ahci,id=ahci0",
                         "-device",
-                        "ide-hd,bus=ahci0.0,drive=d0,bootindex=0",
+                        &format!("ide-hd,bus=ahci0.0,drive=d0,bootindex={b}"),
                     ]);
                 }
             }
         }
         // CD-ROMs: on pc the PIIX IDE (ide.1 = PVE "ide2"), on q35 the ICH9 AHCI ports
-        let mut cds = vec![self.iso.clone()];
+        let mut cds: Vec<PathBuf> = Vec::new();
+        if !self.iso.as_os_str().is_empty() {
+            cds.push(self.iso.clone());
+        }
         cds.extend(self.extra_cdroms.iter().cloned());
         for (i, cd) in cds.iter().enumerate() {
             let bus = if q35 {
@@ -173,7 +196,7 @@ impl Spec {
                     cd.display()
                 ),
                 "-device",
-                &format!("ide-cd,bus={bus},drive=cd{i},bootindex={}", i + 1),
+                &format!("ide-cd,bus={bus},drive=cd{i},bootindex={}", i + 1 + b),
             ]);
         }
         match &self.net {
@@ -198,6 +221,16 @@ impl Spec {
             "-device",
             "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
         ]);
+        if let Some(k) = &self.kernel {
+            push(&[
+                "-kernel",
+                &k.kernel.to_string_lossy(),
+                "-initrd",
+                &k.initrd.to_string_lossy(),
+                "-append",
+                &k.append,
+            ]);
+        }
         if self.boot_menu {
             push(&["-boot", "menu=on,strict=on,reboot-timeout=1000"]);
         }
@@ -322,5 +355,25 @@ mod tests {
         assert!(a.contains("ide-hd,bus=ide.0,drive=d0,bootindex=0"));
         assert!(a.contains("ide-cd,bus=ide.2,drive=cd0,bootindex=1"));
         assert!(a.contains("ide-cd,bus=ide.3,drive=cd1,bootindex=2"));
+        assert!(!a.contains("-kernel"));
+        // no installer CD (an installed disk), direct kernel boot
+        s.iso = PathBuf::new();
+        s.kernel = Some(KernelBoot {
+            kernel: "/k/vmlinuz".into(),
+            initrd: "/k/initrd".into(),
+            append: "autoinstall ds=nocloud;s=/cidata/ console=ttyS0,115200 ---".into(),
+        });
+        let v = s.args();
+        let a = v.join(" ");
+        assert!(
+            a.contains("id=cd0,media=cdrom,readonly=on,file=/s/seed.iso"),
+            "{a}"
+        );
+        assert!(!a.contains("/i/guest.iso"), "{a}");
+        assert!(a.contains("-kernel /k/vmlinuz -initrd /k/initrd"));
+        // the append string is one argument (spaces and ';' inside)
+        assert!(v
+            .iter()
+            .any(|x| x == "autoinstall ds=nocloud;s=/cidata/ console=ttyS0,115200 ---"));
     }
 }
