@@ -885,7 +885,9 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             if i % 2 == 0 {
                 // half a request, never finished
-                s.write_all(b"GET /user-data HTTP/1.1\r\nHost: x\r\n").await.ok();
+                s.write_all(b"GET /user-data HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .ok();
             }
             held.push(s);
         }

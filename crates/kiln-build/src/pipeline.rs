@@ -650,11 +650,19 @@ mod tests {
             panic!("expected a failed step, got {:?}", r.result);
         };
         assert!(msg.contains("step \"boom\" panicked"), "{msg}");
-        assert!(msg.contains("overflow") || msg.contains("Duration"), "{msg}");
+        assert!(
+            msg.contains("overflow") || msg.contains("Duration"),
+            "{msg}"
+        );
         assert_eq!(r.outcome, Outcome::Failed);
         assert_eq!(
             log.0,
-            ["run a", "run boom", "cleanup boom Failed", "cleanup a Failed"]
+            [
+                "run a",
+                "run boom",
+                "cleanup boom Failed",
+                "cleanup a Failed"
+            ]
         );
         assert_eq!(r.timings[1].status, StepStatus::Failed);
         let out = String::from_utf8(buf.lock().map(|b| b.clone()).unwrap_or_default())

@@ -84,7 +84,10 @@ mod tests {
     fn second_signal_lists_the_leftovers() {
         let m = second_signal_message(&["VM 100 (x): qm destroy 100 --purge".into()]);
         assert!(m.contains("may be left behind"), "{m}");
-        assert!(m.contains("-->   VM 100 (x): qm destroy 100 --purge"), "{m}");
+        assert!(
+            m.contains("-->   VM 100 (x): qm destroy 100 --purge"),
+            "{m}"
+        );
         let m = second_signal_message(&[]);
         assert!(m.contains("Nothing kiln created"), "{m}");
     }

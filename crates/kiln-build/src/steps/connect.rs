@@ -80,7 +80,13 @@ fn plain_http_allowed(v: Option<&str>) -> bool {
 
 /// How the connection is protected, honestly (for the "Connecting to …" line).
 pub fn transport_description(opts: &ConnectOptions) -> &'static str {
-    if opts.allow_http && opts.url.trim_start().to_ascii_lowercase().starts_with("http://") {
+    if opts.allow_http
+        && opts
+            .url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("http://")
+    {
         return "plain HTTP, NOT encrypted: credentials travel in clear";
     }
     match &opts.tls {
@@ -233,7 +239,10 @@ mod tests {
         let o = connect_options(&cfg, &on).unwrap_or_else(|e| panic!("{e}"));
         assert!(o.allow_http);
         let t = transport_description(&o);
-        assert!(t.contains("NOT encrypted") && !t.contains("TLS verified"), "{t}");
+        assert!(
+            t.contains("NOT encrypted") && !t.contains("TLS verified"),
+            "{t}"
+        );
         // https is unchanged
         let cfg_tls = ProxmoxIsoConfig {
             proxmox_url: Some("https://pve:8006".into()),

@@ -137,7 +137,10 @@ impl StepIso {
                 .push((pool.clone(), volid.clone(), iso.unmount));
             crate::leftovers::add(
                 &format!("iso:{node}:{volid}"),
-                format!("generated ISO {volid}: {}", volume_manual_command(&node, &pool, &volid)),
+                format!(
+                    "generated ISO {volid}: {}",
+                    volume_manual_command(&node, &pool, &volid)
+                ),
             );
             self.upload(cx, &client, &node, &pool, &out, &name).await?;
             return Ok(volid);
