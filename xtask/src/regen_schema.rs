@@ -26,6 +26,7 @@ pub struct Args {
 pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/access/ticket"),
     ("GET", "/access/ticket"),
+    ("GET", "/access/permissions"),
     ("GET", "/version"),
     ("GET", "/cluster/nextid"),
     ("GET", "/nodes"),
