@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ui::BuildUi;
 
 mod ansible;
+mod ansible_local;
 mod breakpoint;
 mod file;
 mod process;
@@ -238,10 +239,7 @@ async fn run_kind(
         ProvisionerKind::Ansible(a) => ansible::run(a, ctx).await,
         ProvisionerKind::ShellLocal(s) => shell_local::run(s, ctx).await,
         ProvisionerKind::Breakpoint(b) => breakpoint::run(b, ctx).await,
-        ProvisionerKind::AnsibleLocal(_) => Err(ProvisionError::Config(
-            "the `ansible-local` provisioner is not supported by kiln yet; use `ansible` (runs ansible-playbook from the build host)"
-                .to_string(),
-        )),
+        ProvisionerKind::AnsibleLocal(a) => ansible_local::run(a, ctx).await,
     }
 }
 

@@ -782,3 +782,73 @@ async fn shell_local_post_processor_runs_with_packers_environment() {
         .expect_err("exit 3 fails the post-processor");
     assert!(e.to_string().contains("exit code 3"), "{e}");
 }
+
+#[tokio::test]
+async fn ansible_local_uploads_the_playbook_and_runs_it_in_the_guest() {
+    let env = Env::new();
+    std::fs::write(env.dir.path().join("site.yml"), "- hosts: all\n").expect("playbook");
+    std::fs::create_dir_all(env.dir.path().join("roles/web")).expect("role");
+    let comm = FakeComm::default();
+    let a = kiln_config::model::AnsibleLocal {
+        playbook_file: Some("site.yml".into()),
+        role_paths: vec!["roles/web".into()],
+        extra_arguments: vec!["--extra-vars".into(), "\"x=1\"".into()],
+        staging_directory: Some("/tmp/stage".into()),
+        clean_staging_directory: true,
+        ..Default::default()
+    };
+    run(
+        &prov(ProvisionerKind::AnsibleLocal(a.clone())),
+        &env.ctx(Some(&comm)),
+    )
+    .await
+    .expect("ansible-local");
+    let log = comm.log.lock().expect("lock").clone();
+    assert_eq!(log[0], "exec mkdir -p /tmp/stage");
+    assert_eq!(log[1], "upload_dir web /tmp/stage/roles/web");
+    assert_eq!(
+        log[2],
+        "upload /tmp/stage/packer-provisioner-ansible-local-inventory"
+    );
+    assert_eq!(log[3], "upload /tmp/stage/site.yml");
+    assert_eq!(
+        log[4],
+        "exec cd /tmp/stage && ANSIBLE_FORCE_COLOR=1 PYTHONUNBUFFERED=1 ansible-playbook site.yml \
+         --extra-vars 'packer_build_name=test packer_builder_type=proxmox-iso packer_http_addr=10.0.2.2:8888' \
+         --extra-vars \"x=1\" -c local -i packer-provisioner-ansible-local-inventory"
+    );
+    assert_eq!(log[5], "exec rm -rf /tmp/stage");
+    let uploads = comm.uploads.lock().expect("lock");
+    assert_eq!(uploads["/tmp/stage/site.yml"].0, b"- hosts: all\n");
+    assert_eq!(
+        uploads["/tmp/stage/packer-provisioner-ansible-local-inventory"].0,
+        b"127.0.0.1\n"
+    );
+    drop(uploads);
+
+    // a failing playbook fails the provisioner (and the staging directory is still removed)
+    let failing = FakeComm::default();
+    *failing.statuses.lock().expect("lock") =
+        vec![Ok(ExitStatus::Code(0)), Ok(ExitStatus::Code(2))];
+    let e = run(
+        &prov(ProvisionerKind::AnsibleLocal(a)),
+        &env.ctx(Some(&failing)),
+    )
+    .await
+    .expect_err("playbook failed");
+    assert!(e.to_string().contains("ansible-playbook failed"), "{e}");
+    assert!(failing
+        .log
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|l| l == "exec rm -rf /tmp/stage"));
+}
+
+#[test]
+fn ansible_local_inventory_groups() {
+    assert_eq!(
+        super::ansible_local::inventory(&["web".into(), "db".into()]),
+        "[web]\n127.0.0.1\n\n[db]\n127.0.0.1\n"
+    );
+}
