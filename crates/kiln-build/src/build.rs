@@ -261,40 +261,6 @@ async fn build_one(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(ok: bool) -> BuildResult {
-        BuildResult {
-            name: "proxmox-iso.x".into(),
-            artifact: if ok {
-                Ok(100)
-            } else {
-                Err(StepError::failed("x"))
-            },
-            report: RunReport {
-                result: Ok(()),
-                timings: Vec::new(),
-                outcome: pipeline::Outcome::Success,
-                total: Duration::ZERO,
-            },
-            duration: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn all_ok_needs_at_least_one_artifact_and_no_failure() {
-        let s = |r: Vec<BuildResult>| Summary {
-            results: r,
-            cancelled: false,
-        };
-        assert!(!s(vec![]).all_ok(), "no results must not be success");
-        assert!(s(vec![result(true)]).all_ok());
-        assert!(!s(vec![result(true), result(false)]).all_ok());
-    }
-}
-
 fn print_summary(ui: &Ui, s: &Summary) {
     let failed: Vec<&BuildResult> = s.results.iter().filter(|r| r.artifact.is_err()).collect();
     if !failed.is_empty() {
@@ -336,5 +302,39 @@ fn print_summary(ui: &Ui, s: &Summary) {
             ui.machine(&r.name, "artifact", &["0", "files-count", "0"]);
             ui.machine(&r.name, "artifact", &["0", "end"]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(ok: bool) -> BuildResult {
+        BuildResult {
+            name: "proxmox-iso.x".into(),
+            artifact: if ok {
+                Ok(100)
+            } else {
+                Err(StepError::failed("x"))
+            },
+            report: RunReport {
+                result: Ok(()),
+                timings: Vec::new(),
+                outcome: pipeline::Outcome::Success,
+                total: Duration::ZERO,
+            },
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn all_ok_needs_at_least_one_artifact_and_no_failure() {
+        let s = |r: Vec<BuildResult>| Summary {
+            results: r,
+            cancelled: false,
+        };
+        assert!(!s(vec![]).all_ok(), "no results must not be success");
+        assert!(s(vec![result(true)]).all_ok());
+        assert!(!s(vec![result(true), result(false)]).all_ok());
     }
 }

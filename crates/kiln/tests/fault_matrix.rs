@@ -823,7 +823,7 @@ fn fault_matrix() {
         t_all.elapsed().as_secs()
     );
     assert!(
-        rows.len() > 0,
+        !rows.is_empty(),
         "no cell ran (KILN_FAULT_MATRIX_ONLY={only:?})"
     );
     assert!(
