@@ -23,6 +23,7 @@ pub mod netns;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
+pub mod secrets;
 pub mod serial;
 
 use std::path::{Path, PathBuf};
