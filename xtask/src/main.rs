@@ -7,6 +7,7 @@ mod config_docs;
 mod corpus;
 mod demo;
 mod dist;
+mod fuzz;
 mod installed_disk;
 mod packages;
 mod regen_schema;
@@ -40,6 +41,8 @@ enum Task {
     Packages(packages::Args),
     /// Build a Debian package of kiln (binary, man page, completions); --smoke installs and checks it
     Dist(dist::Args),
+    /// Fuzz the parsers on stable Rust: --seconds N per target, --target config|bootcmd|sandbox|http
+    Fuzz(fuzz::Args),
     /// Kiln side by side with Packer 1.6.6 and coreutils on this machine; writes docs/benchmarks.md
     Bench(bench::Args),
     /// First run without Proxmox: sandbox + `kiln build examples/test-guest` + a booted clone, then cleanup
@@ -77,5 +80,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(a) => bench::run(a),
         Task::Packages(a) => packages::run(a),
         Task::Dist(a) => dist::run(a),
+        Task::Fuzz(a) => fuzz::run(a),
     }
 }
