@@ -75,6 +75,9 @@ pub async fn dispatch(st: &Arc<State>, ep: &Endpoint, ctx: &Ctx, p: Params) -> A
     match key.as_str() {
         "POST /access/ticket" => create_ticket(st, p).await,
         "GET /access/ticket" => Ok(Reply::null()),
+        "GET /access/permissions" => Ok(Reply::data(
+            st.cfg.privileges.permissions_reply(&ctx.ident, &p)?,
+        )),
         "GET /version" => Ok(Reply::data(
             json!({"version": VERSION, "release": RELEASE, "repoid": REPOID}),
         )),
@@ -235,6 +238,15 @@ pub async fn dispatch(st: &Arc<State>, ep: &Endpoint, ctx: &Ctx, p: Params) -> A
             let mut out = Vec::new();
             for s in [storage::LOCAL, LVM] {
                 if p.str("storage").is_some_and(|x| x != s) {
+                    continue;
+                }
+                // PVE lists only the storages the user may audit or allocate on
+                let audit = crate::access::Check {
+                    path: format!("/storage/{s}"),
+                    privs: vec!["Datastore.Audit", "Datastore.AllocateSpace"],
+                    any: true,
+                };
+                if st.cfg.privileges.check(&ctx.ident, &[audit]).is_err() {
                     continue;
                 }
                 if let Some(c) = p.str("content") {

@@ -8,6 +8,7 @@
 //!
 //! Start one with [`Sandbox::start`]; see `README.md` for the networking model.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod events;

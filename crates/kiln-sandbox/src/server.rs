@@ -48,6 +48,8 @@ pub struct SandboxConfig {
     pub header_timeout: Duration,
     /// At most this many connections at once (more are closed at once, never queued forever).
     pub max_connections: usize,
+    /// Users/tokens restricted to fewer privileges (everyone else holds all of them).
+    pub privileges: crate::access::Privileges,
 }
 
 impl SandboxConfig {
@@ -67,6 +69,7 @@ impl SandboxConfig {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             max_connections: 512,
+            privileges: crate::access::Privileges::default(),
         }
     }
 }
@@ -424,6 +427,16 @@ async fn pipeline(
     };
     // ---- upload: multipart stream
     if ep.path == "/nodes/{node}/storage/{storage}/upload" {
+        let pp = Params(
+            path_params
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        );
+        let checks = crate::access::required(method, &ep.path, &pp);
+        if let Err(e) = st.cfg.privileges.check(&ctx.ident, &checks) {
+            return (Err(e), None);
+        }
         return crate::handlers::upload(st, ep, &ctx, req, path_params, query).await;
     }
     // ---- parameters
@@ -525,6 +538,10 @@ async fn pipeline(
         }
     }
     let p = Params(params.clone());
+    let checks = crate::access::required(method, &ep.path, &p);
+    if let Err(e) = st.cfg.privileges.check(&ctx.ident, &checks) {
+        return (Err(e), Some(params));
+    }
     (
         crate::handlers::dispatch(st, ep, &ctx, p).await,
         Some(params),
