@@ -311,6 +311,22 @@ pub fn decode(
     {
         d.err("password or token must be specified (or set PROXMOX_PASSWORD / PROXMOX_TOKEN)");
     }
+    // PROXMOX_* fallbacks, resolved here: after loading, the connection settings are complete
+    // (or the errors above were reported), and the plan carries what the environment gave
+    for (slot, var) in [
+        (&mut c.proxmox_url, "PROXMOX_URL"),
+        (&mut c.username, "PROXMOX_USERNAME"),
+        (&mut c.password, "PROXMOX_PASSWORD"),
+        (&mut c.token, "PROXMOX_TOKEN"),
+        (&mut c.proxmox_fingerprint, "PROXMOX_FINGERPRINT"),
+    ] {
+        if slot.is_none() {
+            *slot = env_get(cx.env, var).map(str::to_string);
+        }
+    }
+    if let Some(u) = &mut c.proxmox_url {
+        *u = u.trim_end_matches('/').to_string();
+    }
     c.node = d.req_str("node", "node must be specified");
     c.pool = d.str("pool");
     if let Some(t) = d.dur("task_timeout") {
