@@ -123,6 +123,7 @@ pub struct Globals {
     /// evaluation nesting right now / locals being evaluated right now / templatefile nesting
     depth: Cell<usize>,
     local_depth: Cell<usize>,
+    depth_reported: Cell<bool>,
     template_depth: Cell<usize>,
     /// evaluations so far (bounded by MAX_EVAL_STEPS)
     steps: Cell<u64>,
@@ -156,6 +157,7 @@ impl Globals {
             quiet_unset: false,
             depth: Cell::new(0),
             local_depth: Cell::new(0),
+            depth_reported: Cell::new(false),
             template_depth: Cell::new(0),
             steps: Cell::new(0),
             sensitive_vars: HashSet::new(),
@@ -234,7 +236,11 @@ impl Globals {
             return Err(EvalError::msg(msg));
         };
         if self.local_depth.get() >= MAX_LOCAL_DEPTH {
-            // reported at the innermost local; the outer ones fail quietly
+            // reported once, at the innermost local; the outer ones (and any further chain
+            // that hits the limit) fail quietly
+            if self.depth_reported.replace(true) {
+                return Err(EvalError::Reported);
+            }
             return Err(EvalError::msg(format!(
                 "local.{name}: locals depend on each other more than {MAX_LOCAL_DEPTH} deep {}",
                 limit_hint()
@@ -1216,6 +1222,11 @@ mod limit_tests {
     #[test]
     fn chained_locals_8000_are_an_error_not_a_stack_overflow() {
         let errs = errors(&chain(8000));
+        assert_eq!(
+            errs.len(),
+            1,
+            "one error, not one per chain of 64: {errs:?}"
+        );
         assert!(
             errs.iter().any(|e| e.contains("t.pkr.hcl:")
                 && e.contains("locals depend on each other more than 64 deep")),
