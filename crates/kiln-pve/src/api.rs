@@ -193,6 +193,18 @@ impl Client {
             .find(|r| r.vmid == Some(vmid)))
     }
 
+    /// `GET /access/permissions[?path=…]`: the effective privileges of the caller (user or
+    /// token), as path → privilege → propagate flag.
+    pub async fn permissions(
+        &self,
+        path: Option<&str>,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>>,
+    > {
+        let q: Vec<(String, String)> = path.map(|x| p("path", x)).into_iter().collect();
+        self.get("/access/permissions", &q).await
+    }
+
     /// `GET /nodes`.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         self.get("/nodes", &[]).await
