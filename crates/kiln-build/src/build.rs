@@ -4,8 +4,9 @@
 use crate::manifest::{write_manifest, ManifestEntry};
 use crate::pipeline::{self, Asker, OnError, RunReport, Step, StepContext, StepError};
 use crate::steps::{
-    boot::StepHttpServer, BuildFlags, BuildState, StepBootCommand, StepConnect, StepCreateVm,
-    StepFinalize, StepIso, StepProvision, StepShutdown, StepStartVm, StepTemplate, StepWaitGuest,
+    boot::StepHttpServer, BuildFlags, BuildState, StepBootCommand, StepCloneVm, StepConnect,
+    StepCreateVm, StepFinalize, StepIso, StepProvision, StepShutdown, StepStartVm, StepTemplate,
+    StepWaitGuest,
 };
 use crate::ui::{fmt_duration_words, Ui};
 use kiln_config::model::{BuildPlan, PostProcessorKind, SourceRun};
@@ -64,6 +65,29 @@ pub fn proxmox_iso_steps() -> Vec<Box<dyn Step<BuildState>>> {
         Box::new(StepFinalize),
         Box::new(StepTemplate),
     ]
+}
+
+/// The steps of a `proxmox-clone` build, in order: no ISO, HTTP server, create or boot command.
+pub fn proxmox_clone_steps() -> Vec<Box<dyn Step<BuildState>>> {
+    vec![
+        Box::new(StepConnect),
+        Box::new(StepCloneVm),
+        Box::new(StepStartVm),
+        Box::new(StepWaitGuest),
+        Box::new(StepProvision),
+        Box::new(StepShutdown),
+        Box::new(StepFinalize),
+        Box::new(StepTemplate),
+    ]
+}
+
+/// The steps of a source type (`proxmox-iso` or `proxmox-clone`).
+pub fn steps_for(source_type: &str) -> Vec<Box<dyn Step<BuildState>>> {
+    if source_type == kiln_config::model::keys::CLONE {
+        proxmox_clone_steps()
+    } else {
+        proxmox_iso_steps()
+    }
 }
 
 fn run_uuid() -> String {
@@ -174,7 +198,7 @@ async fn build_one(
     };
     let abs_root = std::path::absolute(&root).unwrap_or_else(|_| root.clone());
     let mut state = BuildState::new(run.clone(), abs_root, flags);
-    let mut steps = proxmox_iso_steps();
+    let mut steps = steps_for(&run.source_type);
     let cx = StepContext::new(bui.clone(), cancel.clone());
     let report = pipeline::run(&mut steps, &cx, &mut state, opts.on_error, asker).await;
     let mut artifact = match (&report.result, state.artifact_id) {
@@ -292,7 +316,12 @@ fn print_summary(ui: &Ui, s: &Summary) {
         if let Ok(id) = &r.artifact {
             ui.raw(&format!("--> {}: A template was created: {id}", r.name));
             ui.machine(&r.name, "artifact-count", &["1"]);
-            ui.machine(&r.name, "artifact", &["0", "builder-id", "proxmox.iso"]);
+            let builder_id = if r.name.starts_with("proxmox-clone.") {
+                "proxmox.clone"
+            } else {
+                "proxmox.iso"
+            };
+            ui.machine(&r.name, "artifact", &["0", "builder-id", builder_id]);
             ui.machine(&r.name, "artifact", &["0", "id", &id.to_string()]);
             ui.machine(
                 &r.name,

@@ -1,8 +1,10 @@
 //! The steps of a `proxmox-iso` build, in order (each owns its cleanup):
 //! connect → iso → http_server → create_vm → start_vm → boot_command → wait_guest → provision →
 //! shutdown → finalize (eject ISOs, cloud-init drive, unused disks, name/description) → template.
+//! A `proxmox-clone` build replaces iso → http_server → create_vm → boot_command with clone_vm.
 
 pub mod boot;
+mod clone;
 mod connect;
 mod finish;
 pub mod firewall;
@@ -11,6 +13,7 @@ mod iso;
 mod vm;
 
 pub use boot::StepBootCommand;
+pub use clone::{clone_params, StepCloneVm};
 pub use connect::{connect_options, StepConnect};
 pub use finish::{StepFinalize, StepShutdown, StepTemplate};
 pub use guest::{http_diagnosis, StepProvision, StepWaitGuest};

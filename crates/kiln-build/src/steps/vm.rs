@@ -11,7 +11,11 @@ use std::time::Duration;
 pub struct StepCreateVm;
 
 impl StepCreateVm {
-    async fn force_remove(&self, cx: &StepContext, st: &BuildState) -> Result<(), StepError> {
+    pub(crate) async fn force_remove(
+        &self,
+        cx: &StepContext,
+        st: &BuildState,
+    ) -> Result<(), StepError> {
         let client = st.client()?;
         let cfg = &st.run.config;
         cx.ui

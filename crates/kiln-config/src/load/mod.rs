@@ -992,7 +992,7 @@ impl<'o> Loader<'o> {
             let (provs, pps) =
                 self.build_steps(b, &s, &full, &ty, &run_name, build_name.as_deref());
             match ty.as_str() {
-                "proxmox-iso" | "proxmox" => {
+                "proxmox-iso" | "proxmox" | "proxmox-clone" => {
                     if ty == "proxmox" {
                         self.warnings.push(
                             Diag::warning("proxmox is deprecated, please use proxmox-iso instead").at(&src.file, Some(src.span.clone())),
@@ -1004,6 +1004,7 @@ impl<'o> Loader<'o> {
                         now: self.opts.now.unwrap_or_else(time::OffsetDateTime::now_utc),
                     };
                     let config = proxmox::decode(
+                        &canonical_type,
                         &ebody,
                         &src.file,
                         src.span.clone(),
@@ -1011,7 +1012,9 @@ impl<'o> Loader<'o> {
                         &mut self.errors,
                         &mut cx,
                     );
-                    packer::check_boot_iso_pin(&ebody, required, pin_at, &mut self.errors);
+                    if canonical_type != "proxmox-clone" {
+                        packer::check_boot_iso_pin(&ebody, required, pin_at, &mut self.errors);
+                    }
                     runs.push(SourceRun {
                         build_name: build_name.clone(),
                         source_type: canonical_type,
@@ -1025,7 +1028,7 @@ impl<'o> Loader<'o> {
                 "null" | "file" => {
                     self.warnings.push(
                         Diag::warning(format!(
-                            "source \"{ty}.{run_name}\": kiln builds only proxmox-iso sources; this one is checked but will be skipped"
+                            "source \"{ty}.{run_name}\": kiln builds only proxmox-iso and proxmox-clone sources; this one is checked but will be skipped"
                         ))
                         .at(&src.file, Some(src.span.clone())),
                     );
@@ -1045,7 +1048,7 @@ impl<'o> Loader<'o> {
                 }
                 other => self.errors.push(
                     Diag::error(format!(
-                        "not supported: source type \"{other}\" (kiln builds proxmox-iso; null and file sources are accepted and skipped)"
+                        "not supported: source type \"{other}\" (kiln builds proxmox-iso and proxmox-clone; null and file sources are accepted and skipped)"
                     ))
                     .at(&src.file, Some(src.span.clone())),
                 ),

@@ -48,16 +48,29 @@ fn render_gotmpl(v: &str, now: time::OffsetDateTime) -> Result<String, String> {
 /// The table's verdict on every key set in `body` (the source body when `block` is `""`):
 /// an unsupported key set to anything but its default is an error at its line, a key without
 /// effect a warning.
-fn check_support(block: &str, body: &EBody, errs: &mut Vec<Diag>, warnings: &mut Vec<Diag>) {
+fn check_support(
+    source_type: &str,
+    block: &str,
+    body: &EBody,
+    errs: &mut Vec<Diag>,
+    warnings: &mut Vec<Diag>,
+) {
     for (key, a) in &body.attrs {
         let Some(spec) = keys::spec(block, key) else {
             continue;
         };
+        let at = |d: Diag| d.at(&a.file, Some(a.span.clone()));
+        if !spec.sources.accepts(source_type) {
+            errs.push(at(Diag::error(format!(
+                "{key} is a key of source \"{}\", not of \"{source_type}\"",
+                spec.sources.describe()
+            ))));
+            continue;
+        }
         if !differs_from_default(spec, &a.value) {
             continue;
         }
-        let at = |d: Diag| d.at(&a.file, Some(a.span.clone()));
-        match spec.support {
+        match spec.support_in(source_type) {
             keys::Support::No(why) => errs.push(at(Diag::error(format!(
                 "not supported by kiln: {key} ({why})"
             )))),
@@ -68,12 +81,29 @@ fn check_support(block: &str, body: &EBody, errs: &mut Vec<Diag>, warnings: &mut
         }
     }
     for b in &body.blocks {
-        if block.is_empty()
-            && keys::spec("", &b.ident)
-                .is_some_and(|s| matches!(s.kind, keys::Kind::Block | keys::Kind::Blocks))
-        {
-            check_support(&b.ident, &b.body, errs, warnings);
+        let Some(spec) = keys::spec(block, &b.ident) else {
+            continue;
+        };
+        if !block.is_empty() || !matches!(spec.kind, keys::Kind::Block | keys::Kind::Blocks) {
+            continue;
         }
+        let at = |d: Diag| d.at(&b.file, Some(b.span.clone()));
+        if !spec.sources.accepts(source_type) {
+            errs.push(at(Diag::error(format!(
+                "{} is a block of source \"{}\", not of \"{source_type}\"",
+                b.ident,
+                spec.sources.describe()
+            ))));
+            continue;
+        }
+        if let keys::Support::No(why) = spec.support_in(source_type) {
+            errs.push(at(Diag::error(format!(
+                "not supported by kiln: {} in {source_type} ({why})",
+                b.ident
+            ))));
+            continue;
+        }
+        check_support(source_type, &b.ident, &b.body, errs, warnings);
     }
 }
 
@@ -107,106 +137,6 @@ fn differs_from_default(spec: &keys::KeySpec, v: &hcl::Value) -> bool {
 
 fn env_set(env: &[(String, String)], k: &str) -> bool {
     env.iter().any(|(n, v)| n == k && !v.is_empty())
-}
-
-/// The fields the boot command step provides (`{{ .HTTPIP }}` …), with stand-in values.
-fn boot_command_data(now: time::OffsetDateTime) -> kiln_bootcmd::gotmpl::Data {
-    kiln_bootcmd::gotmpl::Data::new()
-        .with("HTTPIP", "10.0.2.2")
-        .with("HTTPPort", 8000)
-        .with("Name", "kiln-00000000")
-        .at(now)
-}
-
-/// Check the boot command as the build step will read it: an unknown `{{ .Field }}` or a key that
-/// cannot be typed is an error; a `<tag>` that is not a key name is typed literally by Packer —
-/// close to a key name (`<enterr>`) it is an error with the suggestion, otherwise a warning.
-fn check_boot_command(
-    cmds: &[String],
-    a: &super::ebody::EAttr,
-    errs: &mut Vec<Diag>,
-    cx: &mut Ctx,
-) {
-    // the source text of the attribute, to point at the tag itself when it is written there
-    let src = a.file.text.get(a.span.clone()).unwrap_or_default();
-    let at = |needle: &str| -> Range<usize> {
-        match src.find(needle) {
-            Some(i) => a.span.start + i..a.span.start + i + needle.len(),
-            None => a.span.clone(),
-        }
-    };
-    let data = boot_command_data(cx.now);
-    for (i, cmd) in cmds.iter().enumerate() {
-        let rendered = match kiln_bootcmd::gotmpl::render(cmd, &data) {
-            Ok(r) => r,
-            Err(e) => {
-                let tail: String = cmd[e.offset.min(cmd.len())..].chars().take(24).collect();
-                errs.push(
-                    Diag::error(format!("boot_command[{i}]: {}", e.message))
-                        .at(&a.file, Some(at(&tail)))
-                        .with_help(
-                            "the boot command knows {{ .HTTPIP }}, {{ .HTTPPort }} and {{ .Name }}",
-                        ),
-                );
-                continue;
-            }
-        };
-        let mut rest = rendered.as_str();
-        while let Some(open) = rest.find('<') {
-            let after = &rest[open + 1..];
-            let Some(close) = after.find(['>', '<']) else {
-                break;
-            };
-            if after.as_bytes()[close] == b'<' {
-                rest = &after[close..];
-                continue;
-            }
-            let name = &after[..close];
-            let tag = &rest[open..open + close + 2];
-            rest = &after[close + 1..];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                continue;
-            }
-            // a key, a wait or a held key is one step (or none) spanning the whole tag
-            let is_key = match kiln_bootcmd::parse_steps(tag) {
-                Ok(steps) => steps.len() <= 1 && steps.iter().all(|s| s.len == tag.len()),
-                Err(_) => false,
-            };
-            if is_key {
-                continue;
-            }
-            let lower = name.to_ascii_lowercase();
-            let best = kiln_bootcmd::keys::SPECIAL
-                .iter()
-                .flat_map(|k| [k.to_string(), format!("{k}On"), format!("{k}Off")])
-                .chain(["wait".to_string()])
-                .map(|k| (strsim::levenshtein(&lower, &k.to_ascii_lowercase()), k))
-                .min_by_key(|(d, _)| *d);
-            match best {
-                Some((dist, k)) if dist <= 2 => errs.push(
-                    Diag::error(format!(
-                        "boot_command[{i}]: unknown key {tag}: did you mean `<{k}>`?"
-                    ))
-                    .at(&a.file, Some(at(tag)))
-                    .with_help(format!(
-                        "Packer would type {tag} literally, character by character, minutes into the build"
-                    )),
-                ),
-                _ => cx.warnings.push(
-                    Diag::warning(format!(
-                        "boot_command[{i}]: {tag} is not a key name: it is typed literally, character by character"
-                    ))
-                    .at(&a.file, Some(at(tag))),
-                ),
-            }
-        }
-    }
-    // what the build step will refuse (a character a US keyboard cannot type, a negative wait)
-    if let Err(e) = kiln_bootcmd::plan(cmds, &data, DEFAULT_BOOT_KEY_INTERVAL) {
-        if let kiln_bootcmd::PlanError::Keys { .. } = e {
-            errs.push(Diag::error(e.to_string()).at(&a.file, Some(a.span.clone())));
-        }
-    }
 }
 
 /// Render a key's Go-template functions; an error at the key when that fails.
@@ -258,7 +188,10 @@ fn dns_name_ok(s: &str) -> bool {
     })
 }
 
+/// Decode a `proxmox-iso` or `proxmox-clone` source (`source_type`): one key table, the keys of
+/// the other builder refused at their line.
 pub fn decode(
+    source_type: &str,
     body: &EBody,
     file: &Arc<SourceFile>,
     span: Range<usize>,
@@ -267,8 +200,26 @@ pub fn decode(
     cx: &mut Ctx,
 ) -> ProxmoxIsoConfig {
     let mut c = ProxmoxIsoConfig::default();
-    check_support("", body, errs, cx.warnings);
+    let (line, column) = file.line_col(span.start);
+    let source_at = Location {
+        file: std::path::PathBuf::from(&file.name),
+        line,
+        column,
+    };
+    c.key_locations = KeyLocations::of_body(body, Some(source_at));
+    let is_clone = source_type == keys::CLONE;
+    check_support(source_type, "", body, errs, cx.warnings);
     let mut d = Dec::new(body, errs, what.to_string(), file, span).with_table("");
+    // keys of the other builder were refused by check_support: not "unknown" as well
+    for s in keys::keys_of("") {
+        if !s.sources.accepts(source_type) {
+            if matches!(s.kind, keys::Kind::Block | keys::Kind::Blocks) {
+                d.known_blocks.push(s.key);
+            } else {
+                d.known.push(s.key);
+            }
+        }
+    }
 
     // connection
     c.proxmox_url = d.str("proxmox_url");
@@ -519,6 +470,133 @@ pub fn decode(
         c.network_adapters.push(decode_nic(b, i, d.errs));
     }
 
+    if is_clone {
+        decode_clone(&mut d, &mut c);
+    } else {
+        decode_isos(&mut d, &mut c, body, file, cx);
+    }
+    decode_rest(&mut d, &mut c, body, cx);
+    d.finish();
+    c
+}
+
+/// `clone_vm`, `clone_vm_id`, `full_clone`, `nameserver`, `searchdomain`, `ipconfig {}` with the
+/// plugin's checks and messages.
+fn decode_clone(d: &mut Dec, c: &mut ProxmoxIsoConfig) {
+    c.clone_vm = d.str("clone_vm");
+    let id = d.uint::<u32>("clone_vm_id").filter(|i| *i != 0);
+    if let Some(id) = id {
+        if !(100..=999_999_999).contains(&id) {
+            d.err_at("clone_vm_id", "clone_vm_id must be in range 100-999999999");
+        }
+    }
+    c.clone_vm_id = id;
+    if c.clone_vm.is_none()
+        && c.clone_vm_id.is_none()
+        && !d.failed("clone_vm")
+        && !d.failed("clone_vm_id")
+    {
+        d.err("one of clone_vm or clone_vm_id must be specified");
+    }
+    if c.clone_vm.is_some() && c.clone_vm_id.is_some() {
+        d.err_at(
+            "clone_vm_id",
+            "clone_vm and clone_vm_id cannot both be specified",
+        );
+    }
+    if let Some(f) = d.bool("full_clone") {
+        c.full_clone = f;
+    }
+    c.nameserver = d.str("nameserver");
+    if let Some(ns) = c.nameserver.clone() {
+        for n in ns.split(' ') {
+            if n.parse::<std::net::IpAddr>().is_err() {
+                d.err_at(
+                    "nameserver",
+                    format!("could not parse nameserver: ParseAddr({n:?}): not an IP address"),
+                );
+            }
+        }
+    }
+    c.searchdomain = d.str("searchdomain");
+    for b in d.blocks("ipconfig") {
+        let mut e = Dec::for_block(b, d.errs, "ipconfig").with_table("ipconfig");
+        let ip = IpConfig {
+            ip: e.str("ip"),
+            gateway: e.str("gateway"),
+            ip6: e.str("ip6"),
+            gateway6: e.str("gateway6"),
+        };
+        let cidr = |v: &str, v6: bool| {
+            v.split_once('/').is_some_and(|(a, n)| {
+                let max = match a.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(_)) if !v6 => 32,
+                    Ok(std::net::IpAddr::V6(_)) if v6 => 128,
+                    _ => return false,
+                };
+                n.parse::<u8>().is_ok_and(|n| n <= max)
+            })
+        };
+        if let Some(v) = ip.ip.as_deref().filter(|v| *v != "dhcp" && !v.is_empty()) {
+            if !cidr(v, false) {
+                e.err_at(
+                    "ip",
+                    format!("could not parse ipconfig.ip: invalid CIDR address: {v}"),
+                );
+            }
+        }
+        if let Some(v) = ip.gateway.as_deref().filter(|v| !v.is_empty()) {
+            if v.parse::<std::net::Ipv4Addr>().is_err() {
+                e.err_at(
+                    "gateway",
+                    format!(
+                        "could not parse ipconfig.gateway: ParseAddr({v:?}): not an IPv4 address"
+                    ),
+                );
+            }
+        }
+        if let Some(v) = ip
+            .ip6
+            .as_deref()
+            .filter(|v| !["auto", "dhcp", ""].contains(v))
+        {
+            if !cidr(v, true) {
+                e.err_at(
+                    "ip6",
+                    format!("could not parse ipconfig.ip6: invalid CIDR address: {v}"),
+                );
+            }
+        }
+        if let Some(v) = ip.gateway6.as_deref().filter(|v| !v.is_empty()) {
+            if v.parse::<std::net::Ipv6Addr>().is_err() {
+                e.err_at(
+                    "gateway6",
+                    format!(
+                        "could not parse ipconfig.gateway6: ParseAddr({v:?}): not an IPv6 address"
+                    ),
+                );
+            }
+        }
+        e.finish();
+        c.ipconfig.push(ip);
+    }
+    if c.network_adapters.len() < c.ipconfig.len() {
+        d.err(format!(
+            "{} ipconfig blocks given, but only {} network interfaces defined",
+            c.ipconfig.len(),
+            c.network_adapters.len()
+        ));
+    }
+}
+
+/// `boot_iso {}`, the deprecated top-level `iso_*` keys and `additional_iso_files {}`.
+fn decode_isos(
+    d: &mut Dec,
+    c: &mut ProxmoxIsoConfig,
+    body: &EBody,
+    file: &Arc<SourceFile>,
+    cx: &mut Ctx,
+) {
     // ISOs
     let boot_block = d.block("boot_iso");
     let mut boot = match boot_block {
@@ -603,7 +681,10 @@ pub fn decode(
         }
         c.additional_iso_files.push(iso);
     }
+}
 
+/// cloud-init, boot command, HTTP server and communicator keys.
+fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx) {
     // cloud-init
     c.cloud_init = d.flag("cloud_init");
     c.cloud_init_storage_pool = d.str("cloud_init_storage_pool");
@@ -627,9 +708,6 @@ pub fn decode(
 
     // boot
     c.boot_command = d.list_or_empty("boot_command");
-    if let Some(a) = body.attrs.get("boot_command") {
-        check_boot_command(&c.boot_command, a, d.errs, cx);
-    }
     if let Some(n) = d.dur_nanos("boot_wait") {
         c.boot_wait = match n {
             0 => Duration::from_secs(10),
@@ -697,11 +775,8 @@ pub fn decode(
     }
 
     // communicator
-    c.communicator = decode_communicator(&mut d);
+    c.communicator = decode_communicator(d);
     c.vm_interface = d.str("vm_interface");
-
-    d.finish();
-    c
 }
 
 fn decode_communicator(d: &mut Dec) -> Communicator {

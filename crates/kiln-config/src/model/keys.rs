@@ -90,6 +90,8 @@ pub enum Dest {
     Communicator,
     /// The finishing steps (cloud-init drive, template conversion, names).
     Template,
+    /// The clone step of `proxmox-clone` (clone, then the clone's config).
+    Cloning,
 }
 
 impl Dest {
@@ -102,6 +104,7 @@ impl Dest {
             Dest::Boot => "boot command",
             Dest::Communicator => "SSH communicator",
             Dest::Template => "template step",
+            Dest::Cloning => "clone step",
         }
     }
 }
@@ -135,7 +138,45 @@ pub struct KeySpec {
     pub sensitive: bool,
     /// Environment variable used when the key is unset.
     pub env: Option<&'static str>,
+    /// The source types that accept the key (most keys are shared by both builders).
+    pub sources: Sources,
+    /// In a `proxmox-clone` source, kiln refuses the key (set to anything but its default) for
+    /// this reason, although `proxmox-iso` supports it.
+    pub clone_unsupported: Option<&'static str>,
 }
+
+/// The source types that accept a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sources {
+    /// `proxmox-iso` and `proxmox-clone` (the plugin's shared configuration).
+    Both,
+    /// Only `proxmox-iso` (the boot ISO and its deprecated top-level spellings).
+    Iso,
+    /// Only `proxmox-clone` (`clone_vm`, `full_clone`, `ipconfig`, …).
+    Clone,
+}
+
+impl Sources {
+    /// Whether a source of type `source_type` (`proxmox-iso` / `proxmox-clone`) accepts the key.
+    pub fn accepts(self, source_type: &str) -> bool {
+        match self {
+            Sources::Both => true,
+            Sources::Iso => source_type != CLONE,
+            Sources::Clone => source_type == CLONE,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Sources::Both => "proxmox-iso, proxmox-clone",
+            Sources::Iso => "proxmox-iso",
+            Sources::Clone => "proxmox-clone",
+        }
+    }
+}
+
+/// The source type of Packer's clone builder.
+pub const CLONE: &str = "proxmox-clone";
 
 const fn k(block: &'static str, key: &'static str, kind: Kind, default: Def) -> KeySpec {
     KeySpec {
@@ -147,6 +188,8 @@ const fn k(block: &'static str, key: &'static str, kind: Kind, default: Def) -> 
         support: Support::Yes(Dest::Vm),
         sensitive: false,
         env: None,
+        sources: Sources::Both,
+        clone_unsupported: None,
     }
 }
 
@@ -178,6 +221,26 @@ impl KeySpec {
     const fn env(mut self, e: &'static str) -> Self {
         self.env = Some(e);
         self
+    }
+    const fn iso_only(mut self) -> Self {
+        self.sources = Sources::Iso;
+        self
+    }
+    const fn clone_only(mut self) -> Self {
+        self.sources = Sources::Clone;
+        self
+    }
+    const fn not_in_clone(mut self, why: &'static str) -> Self {
+        self.clone_unsupported = Some(why);
+        self
+    }
+
+    /// The key's support in a source of type `source_type`.
+    pub fn support_in(&self, source_type: &str) -> Support {
+        match self.clone_unsupported {
+            Some(why) if source_type == CLONE => Support::No(why),
+            _ => self.support,
+        }
     }
 
     /// The model field path (`communicator.ssh_port`, `disks.disk_size`) the key decodes into.
@@ -272,7 +335,12 @@ const NO_WINRM: &str = "used only with communicator = \"winrm\", which kiln refu
 const NO_TEMP_KEY: &str =
     "kiln does not generate a temporary key pair for the communicator: set ssh_password, ssh_private_key_file or ssh_agent_auth";
 
-/// Every key kiln reads in `source "proxmox-iso"`, in documentation order.
+const CLONE_NO_BOOT: &str = "kiln's proxmox-clone boots the clone from its disk: it types no boot command and serves no HTTP seed (the clone is configured through cloud-init: ipconfig, nameserver, searchdomain, ssh_username and the key of ssh_private_key_file)";
+const CLONE_NO_ISO: &str = "kiln's proxmox-clone attaches no ISOs to the clone";
+const CLONE_NO_DISKS: &str = "kiln's proxmox-clone keeps the source template's disks (EFI and TPM state included): add or resize them in the source template";
+
+/// Every key kiln reads in `source "proxmox-iso"` and `source "proxmox-clone"`, in documentation
+/// order (see [`KeySpec::sources`] for the keys only one of them accepts).
 pub static KEYS: &[KeySpec] = &[
     // --- connection ---
     k("", "proxmox_url", Str, Unset).to(Connection).env("PROXMOX_URL").doc("URL of the PVE API, e.g. `https://pve:8006/api2/json`. Required (here or in the environment)."),
@@ -292,6 +360,13 @@ pub static KEYS: &[KeySpec] = &[
     k("", "template_description", Str, Unset).to(Template).doc("Description of the template (`{{ timestamp }}` etc. rendered)."),
     k("", "skip_convert_to_template", Bool, Lit("false")).to(Template).doc("Leave a stopped VM instead of a template."),
     k("", "onboot", Bool, Lit("false")).doc("Start the VM when the node boots."),
+    // --- proxmox-clone ---
+    k("", "clone_vm", Str, Unset).to(Cloning).clone_only().doc("Name of the VM or template to clone (a VM on `node` is preferred when several have the name). One of `clone_vm` or `clone_vm_id` is required."),
+    k("", "clone_vm_id", Number, Unset).to(Cloning).clone_only().doc("Id of the VM or template to clone (100–999999999). One of `clone_vm` or `clone_vm_id` is required."),
+    k("", "full_clone", Bool, Lit("true")).to(Cloning).clone_only().doc("Full copy of the disks; `false` makes a linked clone, which PVE allows only from a template on storage that supports it."),
+    k("", "nameserver", Str, Unset).to(Cloning).clone_only().doc("DNS server addresses (space-separated) set through cloud-init."),
+    k("", "searchdomain", Str, Unset).to(Cloning).clone_only().doc("DNS search domain set through cloud-init."),
+    k("", "ipconfig", Blocks, Unset).to(Cloning).clone_only().doc("cloud-init IP settings, one block per network adapter in order, see `ipconfig`."),
     // --- hardware ---
     k("", "memory", Number, Lit("512")).doc("MiB (values < 16 become 512)."),
     k("", "ballooning_minimum", Number, Lit("0")).doc("MiB; 0 = not sent."),
@@ -309,38 +384,38 @@ pub static KEYS: &[KeySpec] = &[
     k("", "serials", StrList, Unset).doc("Up to 4 serial ports: `socket` or `/dev/…`."),
     k("", "qemu_additional_args", Str, Unset).doc("Extra QEMU arguments (PVE `args`, root only)."),
     k("", "vga", Block, Unset).doc("Display adapter, see `vga`."),
-    k("", "efi_config", Block, Unset).doc("EFI disk, see `efi_config`."),
-    k("", "efidisk", Str, Unset).alias("efi_config.efi_storage_pool").doc("Deprecated: storage pool of the EFI disk (use `efi_config`)."),
-    k("", "tpm_config", Block, Unset).doc("TPM, see `tpm_config`."),
+    k("", "efi_config", Block, Unset).doc("EFI disk, see `efi_config`.").not_in_clone(CLONE_NO_DISKS),
+    k("", "efidisk", Str, Unset).alias("efi_config.efi_storage_pool").doc("Deprecated: storage pool of the EFI disk (use `efi_config`).").not_in_clone(CLONE_NO_DISKS),
+    k("", "tpm_config", Block, Unset).doc("TPM, see `tpm_config`.").not_in_clone(CLONE_NO_DISKS),
     k("", "rng0", Block, Unset).doc("VirtIO RNG, see `rng0`."),
     k("", "pci_devices", Blocks, Unset).doc("PCI passthrough, see `pci_devices`."),
-    k("", "disks", Blocks, Unset).doc("Hard disks, see `disks`."),
+    k("", "disks", Blocks, Unset).doc("Hard disks, see `disks`.").not_in_clone(CLONE_NO_DISKS),
     k("", "network_adapters", Blocks, Unset).doc("NICs, see `network_adapters`."),
     // --- ISOs ---
-    k("", "boot_iso", Block, Unset).to(Iso).doc("The boot ISO, see `boot_iso`."),
-    k("", "additional_iso_files", Blocks, Unset).to(Iso).doc("More ISOs (same keys as `boot_iso`)."),
-    k("", "iso_file", Str, Unset).alias("boot_iso.iso_file").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_url", Str, Unset).alias("boot_iso.iso_url").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_urls", StrList, Unset).alias("boot_iso.iso_urls").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_checksum", Str, Unset).alias("boot_iso.iso_checksum").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_storage_pool", Str, Unset).alias("boot_iso.iso_storage_pool").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_download_pve", Bool, Lit("false")).alias("boot_iso.iso_download_pve").doc("Deprecated: use `boot_iso`."),
-    k("", "unmount_iso", Bool, Lit("false")).alias("boot_iso.unmount").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_target_path", Str, Unset).alias("boot_iso.iso_target_path").doc("Deprecated: use `boot_iso`."),
-    k("", "iso_target_extension", Str, Lit("iso")).alias("boot_iso.iso_target_extension").doc("Deprecated: use `boot_iso`."),
+    k("", "boot_iso", Block, Unset).to(Iso).doc("The boot ISO, see `boot_iso`.").iso_only(),
+    k("", "additional_iso_files", Blocks, Unset).to(Iso).doc("More ISOs (same keys as `boot_iso`).").not_in_clone(CLONE_NO_ISO),
+    k("", "iso_file", Str, Unset).alias("boot_iso.iso_file").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_url", Str, Unset).alias("boot_iso.iso_url").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_urls", StrList, Unset).alias("boot_iso.iso_urls").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_checksum", Str, Unset).alias("boot_iso.iso_checksum").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_storage_pool", Str, Unset).alias("boot_iso.iso_storage_pool").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_download_pve", Bool, Lit("false")).alias("boot_iso.iso_download_pve").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "unmount_iso", Bool, Lit("false")).alias("boot_iso.unmount").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_target_path", Str, Unset).alias("boot_iso.iso_target_path").doc("Deprecated: use `boot_iso`.").iso_only(),
+    k("", "iso_target_extension", Str, Lit("iso")).alias("boot_iso.iso_target_extension").doc("Deprecated: use `boot_iso`.").iso_only(),
     // --- cloud-init ---
     k("", "cloud_init", Bool, Lit("false")).to(Template).doc("Add a cloud-init drive to the template."),
     k("", "cloud_init_storage_pool", Str, Computed("the boot disk's storage")).to(Template).doc("Storage of the cloud-init drive."),
     k("", "cloud_init_disk_type", Str, Lit("ide")).to(Template).doc("Bus of the cloud-init drive: ide, sata, scsi."),
     k("", "cloud_init_disable_upgrade_packages", Bool, Lit("false")).to(Template).doc("Set `ciupgrade: 0` on the template (with `cloud_init = true`)."),
     // --- boot command ---
-    k("", "boot_command", StrList, Unset).to(Boot).doc("Keys typed after `boot_wait` (`<enter>`, `{{ .HTTPIP }}`, …); checked when validating."),
+    k("", "boot_command", StrList, Unset).to(Boot).doc("Keys typed after `boot_wait` (`<enter>`, `{{ .HTTPIP }}`, …); checked when validating.").not_in_clone(CLONE_NO_BOOT),
     k("", "boot_wait", Duration, Lit("10s")).to(Boot).doc("Wait before typing; 0 = 10s, negative = no wait."),
     k("", "boot_key_interval", Duration, Dur(DEFAULT_BOOT_KEY_INTERVAL)).to(Boot).env("PACKER_KEY_INTERVAL").doc("Delay between keys; the default is the pace at which PVE's QEMU feeds keys to the guest."),
     k("", "boot_keygroup_interval", Duration, Unset).unsupported("kiln types one key at a time, `boot_key_interval` apart; use `<waitXs>` in the boot command"),
     // --- HTTP server ---
-    k("", "http_directory", Str, Unset).to(Http).doc("Directory served to the VM (`{{ .HTTPIP }}:{{ .HTTPPort }}`)."),
-    k("", "http_content", StrMap, Unset).to(Http).doc("path → content served to the VM (instead of `http_directory`)."),
+    k("", "http_directory", Str, Unset).to(Http).doc("Directory served to the VM (`{{ .HTTPIP }}:{{ .HTTPPort }}`).").not_in_clone(CLONE_NO_BOOT),
+    k("", "http_content", StrMap, Unset).to(Http).doc("path → content served to the VM (instead of `http_directory`).").not_in_clone(CLONE_NO_BOOT),
     k("", "http_port_min", Number, Lit("8000")).to(Http).doc("Lowest port of the HTTP server."),
     k("", "http_port_max", Number, Lit("9000")).to(Http).doc("Highest port of the HTTP server."),
     k("", "http_bind_address", Str, Computed("all addresses (`0.0.0.0`)")).to(Http).doc("Address the HTTP server binds."),
@@ -395,6 +470,11 @@ pub static KEYS: &[KeySpec] = &[
     k("", "winrm_insecure", Bool, Lit("false")).no_effect(NO_WINRM),
     k("", "winrm_use_ntlm", Bool, Lit("false")).no_effect(NO_WINRM),
     k("", "winrm_no_proxy", Bool, Lit("false")).no_effect(NO_WINRM),
+    // --- ipconfig (proxmox-clone) ---
+    k("ipconfig", "ip", Str, Unset).to(Cloning).clone_only().doc("IPv4 address in CIDR notation, or `dhcp`."),
+    k("ipconfig", "gateway", Str, Unset).to(Cloning).clone_only().doc("IPv4 gateway."),
+    k("ipconfig", "ip6", Str, Unset).to(Cloning).clone_only().doc("IPv6 address in CIDR notation, `auto` (SLAAC) or `dhcp`."),
+    k("ipconfig", "gateway6", Str, Unset).to(Cloning).clone_only().doc("IPv6 gateway."),
     // --- vga ---
     k("vga", "type", Str, Unset).doc("cirrus, none, qxl, qxl2, qxl3, qxl4, serial0–3, std, virtio, vmware."),
     k("vga", "memory", Number, Unset).doc("Video memory in MiB."),
@@ -444,22 +524,22 @@ pub static KEYS: &[KeySpec] = &[
     k("network_adapters", "mtu", Number, Unset).doc("MTU (≤ 65520); 0 = not sent."),
     k("network_adapters", "packet_queues", Number, Unset).doc("Multiqueue (virtio only); 0 = not sent."),
     // --- boot_iso / additional_iso_files ---
-    k("boot_iso", "type", Str, Lit("ide")).to(Iso).doc("Bus: ide, sata, scsi."),
-    k("boot_iso", "index", Str, Computed("`2` for the boot ISO on ide, else the lowest free")).to(Iso).doc("Bus index."),
-    k("boot_iso", "device", Str, Unset).alias("type + index").doc("Deprecated `ideN`/`sataN`/`scsiN`."),
-    k("boot_iso", "iso_file", Str, Unset).to(Iso).doc("An ISO already on PVE: `<storage>:iso/<file>`."),
-    k("boot_iso", "iso_url", Str, Unset).to(Iso).doc("Download this ISO (cached by `kiln init`) and upload it."),
-    k("boot_iso", "iso_urls", StrList, Unset).to(Iso).doc("Mirrors of the ISO, tried in order."),
-    k("boot_iso", "iso_checksum", Str, Unset).to(Iso).doc("`<type>:<hex>`, bare hex, `file:<url>`, `<type>:file:<url>` or `none`. Required with iso_url."),
-    k("boot_iso", "iso_target_path", Str, Unset).unsupported("kiln keeps downloaded ISOs in its cache (`kiln init`); leave iso_target_path unset"),
-    k("boot_iso", "iso_target_extension", Str, Lit("iso")).unsupported("kiln uploads ISOs with the `.iso` extension"),
-    k("boot_iso", "iso_storage_pool", Str, Unset).to(Iso).doc("Storage the ISO is uploaded to. Required with iso_url and cd_files."),
-    k("boot_iso", "iso_download_pve", Bool, Lit("false")).to(Iso).doc("Let PVE download iso_url itself."),
-    k("boot_iso", "unmount", Bool, Lit("false")).to(Template).doc("Detach the ISO before converting to a template."),
-    k("boot_iso", "keep_cdrom_device", Bool, Lit("false")).to(Template).doc("Keep the empty CD-ROM drive when unmounting."),
-    k("boot_iso", "cd_files", StrList, Unset).to(Iso).doc("Files (globs) put on a generated ISO."),
-    k("boot_iso", "cd_content", StrMap, Unset).to(Iso).doc("path → content put on a generated ISO."),
-    k("boot_iso", "cd_label", Str, Unset).to(Iso).doc("Volume label of the generated ISO (`cidata` for cloud-init)."),
+    k("boot_iso", "type", Str, Lit("ide")).to(Iso).doc("Bus: ide, sata, scsi.").iso_only(),
+    k("boot_iso", "index", Str, Computed("`2` for the boot ISO on ide, else the lowest free")).to(Iso).doc("Bus index.").iso_only(),
+    k("boot_iso", "device", Str, Unset).alias("type + index").doc("Deprecated `ideN`/`sataN`/`scsiN`.").iso_only(),
+    k("boot_iso", "iso_file", Str, Unset).to(Iso).doc("An ISO already on PVE: `<storage>:iso/<file>`.").iso_only(),
+    k("boot_iso", "iso_url", Str, Unset).to(Iso).doc("Download this ISO (cached by `kiln init`) and upload it.").iso_only(),
+    k("boot_iso", "iso_urls", StrList, Unset).to(Iso).doc("Mirrors of the ISO, tried in order.").iso_only(),
+    k("boot_iso", "iso_checksum", Str, Unset).to(Iso).doc("`<type>:<hex>`, bare hex, `file:<url>`, `<type>:file:<url>` or `none`. Required with iso_url.").iso_only(),
+    k("boot_iso", "iso_target_path", Str, Unset).unsupported("kiln keeps downloaded ISOs in its cache (`kiln init`); leave iso_target_path unset").iso_only(),
+    k("boot_iso", "iso_target_extension", Str, Lit("iso")).unsupported("kiln uploads ISOs with the `.iso` extension").iso_only(),
+    k("boot_iso", "iso_storage_pool", Str, Unset).to(Iso).doc("Storage the ISO is uploaded to. Required with iso_url and cd_files.").iso_only(),
+    k("boot_iso", "iso_download_pve", Bool, Lit("false")).to(Iso).doc("Let PVE download iso_url itself.").iso_only(),
+    k("boot_iso", "unmount", Bool, Lit("false")).to(Template).doc("Detach the ISO before converting to a template.").iso_only(),
+    k("boot_iso", "keep_cdrom_device", Bool, Lit("false")).to(Template).doc("Keep the empty CD-ROM drive when unmounting.").iso_only(),
+    k("boot_iso", "cd_files", StrList, Unset).to(Iso).doc("Files (globs) put on a generated ISO.").iso_only(),
+    k("boot_iso", "cd_content", StrMap, Unset).to(Iso).doc("path → content put on a generated ISO.").iso_only(),
+    k("boot_iso", "cd_label", Str, Unset).to(Iso).doc("Volume label of the generated ISO (`cidata` for cloud-init).").iso_only(),
 ];
 
 #[cfg(test)]

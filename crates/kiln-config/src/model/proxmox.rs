@@ -5,7 +5,9 @@
 use indexmap::IndexMap;
 use std::time::Duration;
 
-/// The `proxmox-iso` builder configuration (plugin v1.2.4 surface).
+/// The `proxmox-iso` builder configuration (plugin v1.2.4 surface); a `proxmox-clone` source
+/// decodes into the same struct (the plugin's shared configuration) with `clone_vm`/`clone_vm_id`
+/// set and no boot ISO.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProxmoxIsoConfig {
     // --- connection / auth ---
@@ -18,6 +20,8 @@ pub struct ProxmoxIsoConfig {
     pub token: Option<String>,
     pub node: String,
     pub pool: Option<String>,
+    /// Where each key was written (for checks made later, e.g. the build's preflight).
+    pub key_locations: super::KeyLocations,
     /// Default 60 s.
     pub task_timeout: Duration,
 
@@ -33,6 +37,19 @@ pub struct ProxmoxIsoConfig {
     pub template_description: Option<String>,
     pub skip_convert_to_template: bool,
     pub onboot: bool,
+
+    // --- proxmox-clone ---
+    /// Name of the VM to clone (`source "proxmox-clone"` only; exactly one of this and
+    /// `clone_vm_id`).
+    pub clone_vm: Option<String>,
+    pub clone_vm_id: Option<u32>,
+    /// Default true; false = linked clone.
+    pub full_clone: bool,
+    /// Space-separated DNS servers (cloud-init).
+    pub nameserver: Option<String>,
+    pub searchdomain: Option<String>,
+    /// cloud-init `ipconfigN`, in network adapter order.
+    pub ipconfig: Vec<IpConfig>,
 
     // --- hardware ---
     /// MiB, default 512 (values < 16 become 512).
@@ -107,6 +124,15 @@ pub struct ProxmoxIsoConfig {
     pub communicator: Communicator,
     /// Guest interface whose IPv4 address is used.
     pub vm_interface: Option<String>,
+}
+
+/// `ipconfig {}` of `proxmox-clone`.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct IpConfig {
+    pub ip: Option<String>,
+    pub gateway: Option<String>,
+    pub ip6: Option<String>,
+    pub gateway6: Option<String>,
 }
 
 /// `vga {}`.
@@ -341,6 +367,7 @@ impl Default for Communicator {
 impl Default for ProxmoxIsoConfig {
     fn default() -> Self {
         ProxmoxIsoConfig {
+            key_locations: super::KeyLocations::default(),
             proxmox_url: None,
             insecure_skip_tls_verify: false,
             proxmox_fingerprint: None,
@@ -357,6 +384,12 @@ impl Default for ProxmoxIsoConfig {
             template_description: None,
             skip_convert_to_template: false,
             onboot: false,
+            clone_vm: None,
+            clone_vm_id: None,
+            full_clone: true,
+            nameserver: None,
+            searchdomain: None,
+            ipconfig: Vec::new(),
             memory: 512,
             ballooning_minimum: 0,
             cores: 1,

@@ -93,9 +93,13 @@ fn documented_defaults_are_runtime_defaults() {
         let in_block = spec.block.is_empty() && set_by_test(BASE)
             || !spec.block.is_empty()
                 && BLOCKS.contains(&format!("{} {{ {} =", spec.block, spec.key));
+        // (the `ipconfig {}` keys of proxmox-clone are all unset by default: a block this
+        // proxmox-iso sample cannot hold)
+        let clone_block = !spec.block.is_empty() && !spec.sources.accepts("proxmox-iso");
         if matches!(spec.support, Support::Alias(_))
             || matches!(spec.kind, Kind::Block | Kind::Blocks)
             || in_block
+            || clone_block
         {
             continue;
         }
@@ -382,4 +386,152 @@ fn go_durations_print_like_go() {
     assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
     assert_eq!(go_duration(Duration::from_secs(3600)), "1h");
     assert_eq!(go_duration(Duration::ZERO), "0s");
+}
+
+// ---- proxmox-clone: the same table, the other builder's keys refused ----
+
+const CLONE_BASE: &str = r#"source "proxmox-clone" "c" {
+  proxmox_url  = "https://pve.example:8006/api2/json"
+  username     = "root@pam"
+  password     = "pw"
+  node         = "pve"
+  ssh_username = "u"
+"#;
+
+fn clone_src(extra: &str) -> String {
+    format!("{CLONE_BASE}{extra}}}\nbuild {{ sources = [\"source.proxmox-clone.c\"] }}\n")
+}
+
+#[test]
+fn a_clone_source_decodes_with_the_plugins_defaults() {
+    let l = load(
+        &clone_src(
+            "  clone_vm = \"ubuntu-cloud\"\n  nameserver = \"1.1.1.1 2606:4700::1111\"\n  network_adapters { bridge = \"vmbr0\" }\n  ipconfig {\n    ip = \"10.0.0.5/24\"\n    gateway = \"10.0.0.1\"\n    ip6 = \"auto\"\n  }\n",
+        ),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{:?}", errors(Err(e))));
+    let r = &l.plan.runs[0];
+    assert_eq!(r.source_type, "proxmox-clone");
+    assert_eq!(r.full_name(), "proxmox-clone.c");
+    let c = &r.config;
+    assert_eq!(c.clone_vm.as_deref(), Some("ubuntu-cloud"));
+    assert_eq!(c.clone_vm_id, None);
+    assert!(c.full_clone, "full_clone defaults to true");
+    assert_eq!(c.ipconfig.len(), 1);
+    assert_eq!(c.ipconfig[0].ip.as_deref(), Some("10.0.0.5/24"));
+    assert_eq!(c.ipconfig[0].gateway.as_deref(), Some("10.0.0.1"));
+    assert_eq!(c.ipconfig[0].ip6.as_deref(), Some("auto"));
+    assert_eq!(c.ipconfig[0].gateway6, None);
+    // no boot ISO is required (or decoded) for a clone
+    assert_eq!(c.boot_iso.iso_file, None);
+}
+
+#[test]
+fn clone_errors_are_the_plugins() {
+    let cases: &[(&str, &str)] = &[
+        ("", "one of clone_vm or clone_vm_id must be specified"),
+        (
+            "  clone_vm = \"a\"\n  clone_vm_id = 100\n",
+            "clone_vm and clone_vm_id cannot both be specified",
+        ),
+        ("  clone_vm_id = 42\n", "clone_vm_id must be in range 100-999999999"),
+        (
+            "  clone_vm = \"a\"\n  nameserver = \"1.1.1\"\n",
+            "could not parse nameserver",
+        ),
+        (
+            "  clone_vm = \"a\"\n  network_adapters { bridge = \"vmbr0\" }\n  ipconfig { ip = \"10.0.0.5\" }\n",
+            "could not parse ipconfig.ip",
+        ),
+        (
+            "  clone_vm = \"a\"\n  network_adapters { bridge = \"vmbr0\" }\n  ipconfig { gateway6 = \"10.0.0.1\" }\n",
+            "could not parse ipconfig.gateway6",
+        ),
+        (
+            "  clone_vm = \"a\"\n  ipconfig { ip = \"dhcp\" }\n",
+            "1 ipconfig blocks given, but only 0 network interfaces defined",
+        ),
+        // keys of proxmox-iso, refused at their line
+        (
+            "  clone_vm = \"a\"\n  boot_iso { iso_file = \"local:iso/a.iso\" }\n",
+            "boot_iso is a block of source \"proxmox-iso\", not of \"proxmox-clone\"",
+        ),
+        (
+            "  clone_vm = \"a\"\n  iso_file = \"local:iso/a.iso\"\n",
+            "iso_file is a key of source \"proxmox-iso\", not of \"proxmox-clone\"",
+        ),
+        // shared keys kiln's clone does not do
+        (
+            "  clone_vm = \"a\"\n  boot_command = [\"<enter>\"]\n",
+            "not supported by kiln: boot_command",
+        ),
+        (
+            "  clone_vm = \"a\"\n  disks { storage_pool = \"local\" }\n",
+            "not supported by kiln: disks in proxmox-clone",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = errors(load(&clone_src(extra), &[]));
+        assert!(
+            e.iter().any(|m| m.contains(want)),
+            "{extra:?}: want {want:?}, got {e:?}"
+        );
+        assert!(
+            !e.iter()
+                .any(|m| m.contains("unknown key") || m.contains("unknown block")),
+            "{extra:?}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn clone_keys_are_refused_in_an_iso_source() {
+    let text = format!(
+        "{BASE}  boot_iso {{ iso_file = \"local:iso/a.iso\" }}\n  clone_vm = \"a\"\n  full_clone = false\n}}\nbuild {{ sources = [\"source.proxmox-iso.t\"] }}\n"
+    );
+    let e = errors(load(&text, &[]));
+    assert!(
+        e.iter()
+            .any(|m| m
+                .contains("clone_vm is a key of source \"proxmox-clone\", not of \"proxmox-iso\"")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|m| m.contains("full_clone is a key")), "{e:?}");
+}
+
+#[test]
+fn the_clone_decoder_reads_exactly_the_table() {
+    // every key a clone accepts, set at once: none reported unknown
+    let mut text = String::from(CLONE_BASE);
+    text.push_str("  clone_vm = \"a\"\n");
+    for spec in keys_of("") {
+        if matches!(spec.kind, Kind::Block | Kind::Blocks)
+            || !spec.sources.accepts(CLONE)
+            || [
+                "proxmox_url",
+                "username",
+                "password",
+                "node",
+                "ssh_username",
+                "clone_vm",
+                "clone_vm_id",
+            ]
+            .contains(&spec.key)
+        {
+            continue;
+        }
+        text.push_str(&format!("  {} = {}\n", spec.key, sample(spec.kind)));
+    }
+    for block in ["vga", "rng0", "pci_devices", "network_adapters", "ipconfig"] {
+        text.push_str(&format!("  {block} {{\n"));
+        for spec in keys_of(block) {
+            text.push_str(&format!("    {} = {}\n", spec.key, sample(spec.kind)));
+        }
+        text.push_str("  }\n");
+    }
+    text.push_str("}\nbuild { sources = [\"source.proxmox-clone.c\"] }\n");
+    let e = errors(load(&text, &[]));
+    let unknown: Vec<&String> = e.iter().filter(|m| m.contains("unknown")).collect();
+    assert!(unknown.is_empty(), "{unknown:?}");
 }
