@@ -139,6 +139,106 @@ fn env_set(env: &[(String, String)], k: &str) -> bool {
     env.iter().any(|(n, v)| n == k && !v.is_empty())
 }
 
+/// The fields the boot command step provides (`{{ .HTTPIP }}` …), with stand-in values.
+fn boot_command_data(now: time::OffsetDateTime) -> kiln_bootcmd::gotmpl::Data {
+    kiln_bootcmd::gotmpl::Data::new()
+        .with("HTTPIP", "10.0.2.2")
+        .with("HTTPPort", 8000)
+        .with("Name", "kiln-00000000")
+        .at(now)
+}
+
+/// Check the boot command as the build step will read it: an unknown `{{ .Field }}` or a key that
+/// cannot be typed is an error; a `<tag>` that is not a key name is typed literally by Packer —
+/// close to a key name (`<enterr>`) it is an error with the suggestion, otherwise a warning.
+fn check_boot_command(
+    cmds: &[String],
+    a: &super::ebody::EAttr,
+    errs: &mut Vec<Diag>,
+    cx: &mut Ctx,
+) {
+    // the source text of the attribute, to point at the tag itself when it is written there
+    let src = a.file.text.get(a.span.clone()).unwrap_or_default();
+    let at = |needle: &str| -> Range<usize> {
+        match src.find(needle) {
+            Some(i) => a.span.start + i..a.span.start + i + needle.len(),
+            None => a.span.clone(),
+        }
+    };
+    let data = boot_command_data(cx.now);
+    for (i, cmd) in cmds.iter().enumerate() {
+        let rendered = match kiln_bootcmd::gotmpl::render(cmd, &data) {
+            Ok(r) => r,
+            Err(e) => {
+                let tail: String = cmd[e.offset.min(cmd.len())..].chars().take(24).collect();
+                errs.push(
+                    Diag::error(format!("boot_command[{i}]: {}", e.message))
+                        .at(&a.file, Some(at(&tail)))
+                        .with_help(
+                            "the boot command knows {{ .HTTPIP }}, {{ .HTTPPort }} and {{ .Name }}",
+                        ),
+                );
+                continue;
+            }
+        };
+        let mut rest = rendered.as_str();
+        while let Some(open) = rest.find('<') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find(['>', '<']) else {
+                break;
+            };
+            if after.as_bytes()[close] == b'<' {
+                rest = &after[close..];
+                continue;
+            }
+            let name = &after[..close];
+            let tag = &rest[open..open + close + 2];
+            rest = &after[close + 1..];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            // a key, a wait or a held key is one step (or none) spanning the whole tag
+            let is_key = match kiln_bootcmd::parse_steps(tag) {
+                Ok(steps) => steps.len() <= 1 && steps.iter().all(|s| s.len == tag.len()),
+                Err(_) => false,
+            };
+            if is_key {
+                continue;
+            }
+            let lower = name.to_ascii_lowercase();
+            let best = kiln_bootcmd::keys::SPECIAL
+                .iter()
+                .flat_map(|k| [k.to_string(), format!("{k}On"), format!("{k}Off")])
+                .chain(["wait".to_string()])
+                .map(|k| (strsim::levenshtein(&lower, &k.to_ascii_lowercase()), k))
+                .min_by_key(|(d, _)| *d);
+            match best {
+                Some((dist, k)) if dist <= 2 => errs.push(
+                    Diag::error(format!(
+                        "boot_command[{i}]: unknown key {tag}: did you mean `<{k}>`?"
+                    ))
+                    .at(&a.file, Some(at(tag)))
+                    .with_help(format!(
+                        "Packer would type {tag} literally, character by character, minutes into the build"
+                    )),
+                ),
+                _ => cx.warnings.push(
+                    Diag::warning(format!(
+                        "boot_command[{i}]: {tag} is not a key name: it is typed literally, character by character"
+                    ))
+                    .at(&a.file, Some(at(tag))),
+                ),
+            }
+        }
+    }
+    // what the build step will refuse (a character a US keyboard cannot type, a negative wait)
+    if let Err(e) = kiln_bootcmd::plan(cmds, &data, DEFAULT_BOOT_KEY_INTERVAL) {
+        if let kiln_bootcmd::PlanError::Keys { .. } = e {
+            errs.push(Diag::error(e.to_string()).at(&a.file, Some(a.span.clone())));
+        }
+    }
+}
+
 /// Render a key's Go-template functions; an error at the key when that fails.
 fn render_key(
     d: &mut Dec,
@@ -708,6 +808,9 @@ fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx
 
     // boot
     c.boot_command = d.list_or_empty("boot_command");
+    if let Some(a) = body.attrs.get("boot_command") {
+        check_boot_command(&c.boot_command, a, d.errs, cx);
+    }
     if let Some(n) = d.dur_nanos("boot_wait") {
         c.boot_wait = match n {
             0 => Duration::from_secs(10),
