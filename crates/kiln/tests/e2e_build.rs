@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_testguest::secrets::{private_key_secrets, scan, Secret};
+
 const PASSWORD: &str = "E2e-Sandbox-Pw-7f3a";
 const TOKEN_ID: &str = "root@pam!e2e";
 const TOKEN_SECRET: &str = "5b1e0c2a-e2e0-4d7c-9a61-kiln0e2e0000";
@@ -482,6 +484,17 @@ fn e2e_kiln_build_on_sandbox() {
         "the wrong password was printed"
     );
     assert_no_secrets("wrong password", &out, &fx);
+    // the same with Packer's -machine-readable output (scanned with everything at the end)
+    let log_mr = fx.dir.join("wrong-password-machine-readable.log");
+    let mr = ["-machine-readable".to_string()];
+    let mut c = start_build(&ns, &sb, &fx, "not-the-password", &mr, &log_mr);
+    let code = wait_exit(&mut c, Duration::from_secs(120), &log_mr);
+    assert_eq!(
+        code,
+        1,
+        "wrong password (-machine-readable): {}",
+        read(&log_mr)
+    );
 
     // ---- 2. failed create task (fault injection), on a second sandbox without network -------
     {
@@ -608,6 +621,8 @@ fn e2e_kiln_build_on_sandbox() {
         manifest.contains("\"artifact_id\": \"9000\""),
         "manifest: {manifest}"
     );
+    // kept for the secrets scan at the end
+    let _ = std::fs::write(fx.dir.join("manifest.json"), &manifest);
     let _ = std::fs::remove_file(workspace().join("examples/test-guest/manifest.json"));
 
     // the clone boots, cloud-init runs again, the playbook's file is there
@@ -803,6 +818,32 @@ fn e2e_kiln_build_on_sandbox() {
         "generated ISO left behind"
     );
     assert_no_secrets("bad boot command", &out, &fx);
+
+    // ---- secrets scan over every artefact: build logs (plain and -machine-readable), the
+    // sandboxes' events.jsonl and logs, the manifest — the private key file itself excepted
+    let template = read(&workspace().join("examples/test-guest/test-guest.pkr.hcl"));
+    let hash = template
+        .split("variable \"password_hash\"")
+        .nth(1)
+        .and_then(|t| t.split("default = \"").nth(1))
+        .and_then(|t| t.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        hash.starts_with("$6$"),
+        "var.password_hash default not found"
+    );
+    let mut secrets = vec![
+        Secret::new("sandbox password", PASSWORD),
+        Secret::new("API token secret", TOKEN_SECRET),
+        Secret::new("wrong password", "not-the-password"),
+        Secret::new("var.password_hash (sensitive)", hash),
+    ];
+    secrets.extend(private_key_secrets("SSH private key", &fx.key));
+    let report = scan(&[fx.dir.clone()], &secrets, &["id_ed25519"]);
+    println!("{report}");
+    assert!(report.files >= 5, "too few artefacts scanned: {report}");
+    assert!(report.hits.is_empty(), "{report}");
 
     println!(
         "\n=== e2e summary: full build {:.0} s, all scenarios {:.0} s ===\nstep timings of the full build:\n{}",
