@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the project's one test command (README, `.ci/run`).
 //!
 //! 1. installs the Debian packages the tests need (only the missing ones),
-//! 2. builds the test-guest ISO (cached by recipe hash; `cargo xtask test-guest`),
+//! 2. builds the test-guest ISO and its installed disk in the background (cached by recipe hash;
+//!    `cargo xtask test-guest --installed-disk`),
 //! 3. checks formatting and clippy (`--all-targets -D warnings`),
 //! 4. builds the `kiln` binary the end-to-end tests spawn,
 //! 5. packages that binary as a `.deb` and smoke-tests it (`xtask dist --profile dev --smoke`),
@@ -51,8 +52,9 @@ pub fn run(args: Args) -> Result<()> {
             )
         })?;
     }
-    // The test-guest ISO (a few minutes cold, mostly downloads, dpkg and compression) builds in the
-    // background while the workspace compiles and the unit tests run; only the e2e tier waits for it.
+    // The test-guest ISO (a few minutes cold, mostly downloads, dpkg and compression) and its cached
+    // installed disk (one unattended install under QEMU) build in the background while the workspace
+    // compiles and the unit tests run; only the e2e tier waits for them.
     let guest = if args.quick {
         None
     } else {
@@ -189,8 +191,9 @@ impl BackgroundGuest {
             "\n=== xtask test: test guest builds in the background (log: {})",
             log.display()
         );
+        // the ISO, then the installed disk that e2e scenarios which do not test the installer start from
         let child = Command::new(exe)
-            .arg("test-guest")
+            .args(["test-guest", "--installed-disk"])
             .current_dir(root)
             .stdin(std::process::Stdio::null())
             .stdout(out)
