@@ -4,10 +4,12 @@
 //! Entry point: [`load`] (re-exported from the crate root).
 
 pub mod keys;
+mod locations;
 mod provisioner;
 mod proxmox;
 
 pub use keys::{default_vm_name, DEFAULT_BOOT_KEY_INTERVAL};
+pub use locations::KeyLocations;
 pub use provisioner::*;
 pub use proxmox::*;
 
