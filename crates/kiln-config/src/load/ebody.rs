@@ -50,35 +50,35 @@ pub fn eval_body(raw: &RawBody, scope: &Scope, errs: &mut Vec<Diag>) -> EBody {
     let mut out = EBody::default();
     for item in &raw.items {
         match item {
-            RawItem::Attr(a) => match {
+            RawItem::Attr(a) => {
                 // a setting derived from a sensitive variable is masked in output
                 let (r, tainted) = scope.g.eval_tainted(|| scope.eval(&a.expr));
                 if let (Ok(v), true) = (&r, tainted) {
                     scope.g.note_derived(v, &a.file.text);
                 }
-                r
-            } {
-                Ok(v) => {
-                    if out.attrs.contains_key(&a.key) {
-                        errs.push(
-                            Diag::error(format!("attribute \"{}\" is set twice", a.key))
-                                .at(&a.file, Some(a.span.clone())),
+                match r {
+                    Ok(v) => {
+                        if out.attrs.contains_key(&a.key) {
+                            errs.push(
+                                Diag::error(format!("attribute \"{}\" is set twice", a.key))
+                                    .at(&a.file, Some(a.span.clone())),
+                            );
+                        }
+                        out.attrs.insert(
+                            a.key.clone(),
+                            EAttr {
+                                value: v,
+                                span: a.span.clone(),
+                                file: a.file.clone(),
+                            },
                         );
                     }
-                    out.attrs.insert(
-                        a.key.clone(),
-                        EAttr {
-                            value: v,
-                            span: a.span.clone(),
-                            file: a.file.clone(),
-                        },
-                    );
+                    Err(e) => {
+                        out.failed.insert(a.key.clone());
+                        report(errs, e, &a.file, a.span.clone());
+                    }
                 }
-                Err(e) => {
-                    out.failed.insert(a.key.clone());
-                    report(errs, e, &a.file, a.span.clone());
-                }
-            },
+            }
             RawItem::Block(b) if b.ident == "dynamic" => {
                 expand_dynamic(b, scope, errs, &mut out.blocks)
             }
