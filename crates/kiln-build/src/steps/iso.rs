@@ -130,6 +130,14 @@ impl StepIso {
                 &st.template_dir,
             )
             .map_err(|e| StepError::failed(format!("{what}: cannot build the CD image: {e}")))?;
+            crate::leftovers::add(
+                &format!("tmp:{}", dir.path().display()),
+                format!(
+                    "temp dir {}: `rm -rf {}`",
+                    dir.path().display(),
+                    dir.path().display()
+                ),
+            );
             self.temp.push(dir);
             let volid = format!("{pool}:iso/{name}");
             // record before uploading: cleanup deletes it even if the upload half-finished
@@ -353,6 +361,9 @@ impl Step<BuildState> for StepIso {
     }
 
     async fn cleanup(&mut self, cx: &StepContext, st: &mut BuildState, outcome: Outcome) {
+        for d in &self.temp {
+            crate::leftovers::remove(&format!("tmp:{}", d.path().display()));
+        }
         self.temp.clear();
         if outcome == Outcome::Aborted {
             return;
