@@ -90,11 +90,15 @@ pub fn render(root: &Path) -> Result<String> {
     Ok(md)
 }
 
-/// The `proxmox-iso` section, from the key table.
+/// The `proxmox-iso` and `proxmox-clone` section, from the key table.
 fn proxmox_keys() -> String {
-    use kiln_config::model::keys::{keys_of, Support};
+    use kiln_config::model::keys::{keys_of, Sources, Support, CLONE};
     let mut md = String::from(
-        "\n## `source \"proxmox-iso\"`\n\n_Source: `crates/kiln-config/src/model/keys.rs`_\n",
+        "\n## `source \"proxmox-iso\"` and `source \"proxmox-clone\"`\n\n_Source: `crates/kiln-config/src/model/keys.rs`_\n\n\
+         Both builders share one key table, as in the plugin. Keys marked _iso only_ are refused in a\n\
+         `proxmox-clone` source and keys marked _clone only_ in a `proxmox-iso` source, at their line.\n\
+         A `proxmox-clone` build runs connect → clone_vm → start_vm → wait_guest → provision →\n\
+         shutdown → finalize → template: no ISO, HTTP server, VM create or boot command.\n",
     );
     let blocks = [
         ("", "source body"),
@@ -106,6 +110,7 @@ fn proxmox_keys() -> String {
         ("vga", "`vga {}`"),
         ("rng0", "`rng0 {}`"),
         ("pci_devices", "`pci_devices {}` (repeatable)"),
+        ("ipconfig", "`ipconfig {}` (repeatable, proxmox-clone)"),
     ];
     for (block, title) in blocks {
         md.push_str(&format!(
@@ -120,12 +125,22 @@ fn proxmox_keys() -> String {
                     format!("`{e}`, else {default}")
                 };
             }
-            let kiln = match s.support {
+            let mut kiln = match s.support {
                 Support::Yes(d) => d.describe().to_string(),
                 Support::Alias(of) => format!("deprecated alias of `{of}`"),
                 Support::NoEffect(why) => format!("no effect: {why}"),
                 Support::No(why) => format!("**not supported**: {why}"),
             };
+            match s.sources {
+                Sources::Iso => kiln = format!("_iso only_; {kiln}"),
+                Sources::Clone => kiln = format!("_clone only_; {kiln}"),
+                Sources::Both => {}
+            }
+            if let Support::No(why) = s.support_in(CLONE) {
+                if !matches!(s.support, Support::No(_)) {
+                    kiln = format!("{kiln}; **not supported in {CLONE}**: {why}");
+                }
+            }
             let mut doc = s.doc.to_string();
             if s.sensitive {
                 doc = format!("{doc} Secret: masked in output.")
