@@ -818,13 +818,14 @@ async fn ansible_local_uploads_the_playbook_and_runs_it_in_the_guest() {
          --extra-vars \"x=1\" -c local -i packer-provisioner-ansible-local-inventory"
     );
     assert_eq!(log[5], "exec rm -rf /tmp/stage");
-    let uploads = comm.uploads.lock().expect("lock");
-    assert_eq!(uploads["/tmp/stage/site.yml"].0, b"- hosts: all\n");
-    assert_eq!(
-        uploads["/tmp/stage/packer-provisioner-ansible-local-inventory"].0,
-        b"127.0.0.1\n"
-    );
-    drop(uploads);
+    {
+        let uploads = comm.uploads.lock().expect("lock");
+        assert_eq!(uploads["/tmp/stage/site.yml"].0, b"- hosts: all\n");
+        assert_eq!(
+            uploads["/tmp/stage/packer-provisioner-ansible-local-inventory"].0,
+            b"127.0.0.1\n"
+        );
+    }
 
     // a failing playbook fails the provisioner (and the staging directory is still removed)
     let failing = FakeComm::default();
