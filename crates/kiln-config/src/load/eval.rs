@@ -1420,9 +1420,7 @@ mod taint_tests {
     #[test]
     fn a_sensitive_value_of_the_wrong_type_is_not_echoed() {
         // -var
-        let errs = load(&[("t.pkr.hcl", DECL)], &[("pw", SECRET)])
-            .err()
-            .expect("error");
+        let errs = load(&[("t.pkr.hcl", DECL)], &[("pw", SECRET)]).expect_err("error");
         assert!(!errs.is_empty());
         assert!(errs.iter().all(|e| !e.contains(SECRET)), "{errs:?}");
         // a variables file: the error points at the declaration, not at the secret's line
@@ -1433,8 +1431,7 @@ mod taint_tests {
             ],
             &[],
         )
-        .err()
-        .expect("error");
+        .expect_err("error");
         assert!(
             errs.iter()
                 .any(|e| e.contains("t.pkr.hcl:1:") && e.contains("x.auto.pkrvars.hcl:1")),
@@ -1446,7 +1443,7 @@ mod taint_tests {
     #[test]
     fn an_evaluation_error_quoting_a_sensitive_value_masks_it() {
         let t = "variable \"pw\" {\n  default   = \"Abc123Secret\"\n  sensitive = true\n}\nlocals {\n  n = var.pw + 1\n}\n";
-        let errs = load(&[("t.pkr.hcl", t)], &[]).err().expect("error");
+        let errs = load(&[("t.pkr.hcl", t)], &[]).expect_err("error");
         assert!(errs.iter().any(|e| e.contains("<sensitive>")), "{errs:?}");
         assert!(errs.iter().all(|e| !e.contains(SECRET)), "{errs:?}");
     }
