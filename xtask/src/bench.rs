@@ -137,11 +137,7 @@ pub fn run(args: Args) -> Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
+    let kvm = kvm_works();
     let accel = if kvm { "kvm" } else { "tcg" };
     let qemu = Command::new("qemu-system-x86_64")
         .arg("--version")
@@ -1081,4 +1077,32 @@ fn upload(
         min_median(&krss).1
     ));
     Ok(md)
+}
+
+/// KVM is usable when /dev/kvm answers `KVM_GET_API_VERSION` with 12 and creates a VM (a device node
+/// alone is not enough: nested virtualisation may be off).
+fn kvm_works() -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    else {
+        return false;
+    };
+    const KVM_GET_API_VERSION: nix::libc::c_ulong = 0xAE00;
+    const KVM_CREATE_VM: nix::libc::c_ulong = 0xAE01;
+    // SAFETY: both ioctls take no pointer argument; the fd is open for the whole call.
+    #[allow(unsafe_code)]
+    unsafe {
+        if nix::libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _, 0) != 12 {
+            return false;
+        }
+        let vm = nix::libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM as _, 0);
+        if vm < 0 {
+            return false;
+        }
+        nix::libc::close(vm);
+    }
+    true
 }
