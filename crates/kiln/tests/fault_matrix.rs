@@ -832,3 +832,154 @@ fn fault_matrix() {
         failures.join("\n")
     );
 }
+
+/// A second SIGINT while the cleanup is stuck (the VM delete is delayed by the sandbox): kiln stops
+/// waiting, lists what may be left behind with the command that removes each, and exits 130 at
+/// once. The test then checks that the list names every real leftover, and that the listed
+/// remedies remove them (`kiln port close --stale`, the API deletes of `pvesh delete …`).
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
+#[test]
+fn second_sigint_lists_the_leftovers_and_exits() {
+    kiln_testguest::require_e2e();
+    let tmp = must(tempfile::tempdir(), "temp dir");
+    let fx = fixture(tmp.path());
+    let ns = Netns::new();
+    ns.drop_incoming();
+    let firewall = ns.ruleset();
+    let state = fx.dir.join("sb");
+    let kiln_state = fx.dir.join("kiln-state");
+    let faults = json!({"rules": [
+        {"method": "DELETE", "path": "/nodes/{node}/qemu/{vmid}", "delay_ms": 60000}
+    ]});
+    let sb = Sandbox::start(&ns, &state, true, &faults);
+    let tmpdir = fx.dir.join("tmp");
+    must(std::fs::create_dir_all(&tmpdir), "TMPDIR");
+    let log = fx.dir.join("double.log");
+    let out_f = must(std::fs::File::create(&log), "log");
+    let err_f = must(out_f.try_clone(), "log");
+    let mut cmd = ns.exec();
+    cmd.arg(kiln())
+        .args(["build", "-open-firewall=iptables"])
+        .args(["-var", &format!("proxmox_url={}", sb.url)])
+        .args(["-var", &format!("ssh_public_key={}", fx.pubkey)])
+        .args([
+            "-var",
+            &format!("ssh_private_key_file={}", fx.key.display()),
+        ])
+        .args(["-var", &format!("iso_url={}", fx.iso.display())])
+        .args(["-var", &format!("iso_checksum=file:{}", fx.sums.display())])
+        .arg(workspace().join("examples/test-guest"))
+        .env("PROXMOX_PASSWORD", PASSWORD)
+        .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
+        .env("TMPDIR", &tmpdir)
+        .env("KILN_STATE_DIR", &kiln_state)
+        .env_remove("PROXMOX_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_f))
+        .stderr(Stdio::from(err_f));
+    let mut child = must(cmd.spawn(), "start kiln build");
+    let t0 = Instant::now();
+    let mut first = false;
+    let mut second_at = None;
+    let code = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st.code().unwrap_or(-1);
+        }
+        let out = read(&log);
+        if !first && out.contains("for boot") {
+            sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
+            first = true;
+        }
+        if first && second_at.is_none() && out.contains("Deleting VM") {
+            std::thread::sleep(Duration::from_millis(500));
+            sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
+            second_at = Some(Instant::now());
+        }
+        if t0.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!("kiln build still running:\n{}", read(&log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = read(&log);
+    println!("--- double SIGINT (exit {code}) ---\n{out}");
+    assert_eq!(code, 130, "{out}");
+    let waited = second_at.map(|t| t.elapsed()).unwrap_or_default();
+    assert!(
+        waited < Duration::from_secs(5),
+        "kiln waited {waited:?} after the second SIGINT"
+    );
+    assert!(out.contains("Second interrupt"), "{out}");
+    // every real leftover is named, with its remedy
+    assert_eq!(sb.vm_ids(&ns), vec![9000], "{out}");
+    assert!(
+        out.contains("qm destroy 9000 --purge")
+            && out.contains("pvesh delete /nodes/pve/qemu/9000"),
+        "{out}"
+    );
+    let gen: Vec<String> = sb
+        .isos(&ns)
+        .into_iter()
+        .map(|(v, _)| v)
+        .filter(|v| v.contains("/kiln-"))
+        .collect();
+    for g in &gen {
+        assert!(
+            out.contains(&format!("pvesm free {g}")),
+            "{g} not listed:\n{out}"
+        );
+    }
+    assert_ne!(ns.ruleset(), firewall, "the rule was expected to stay open");
+    assert!(out.contains("kiln port close --stale"), "{out}");
+    // the listed remedies work: the firewall rule…
+    let (ok, pc) = sh(ns
+        .exec()
+        .env("KILN_STATE_DIR", &kiln_state)
+        .arg(kiln())
+        .args(["port", "close", "--stale"]));
+    assert!(ok, "kiln port close --stale: {pc}");
+    assert_eq!(
+        ns.ruleset(),
+        firewall,
+        "kiln port close --stale left rules: {pc}"
+    );
+    sb.stop();
+    // …and the API deletes (the delayed DELETE of the cancelled build never completed)
+    let sb = Sandbox::start(&ns, &state, true, &json!({"rules": []}));
+    for path in
+        std::iter::once("/nodes/pve/qemu/9000?purge=1&destroy-unreferenced-disks=1".to_string())
+            .chain(
+                gen.iter()
+                    .map(|g| format!("/nodes/pve/storage/local/content/{g}")),
+            )
+    {
+        let mut c = ns.exec();
+        c.args([
+            "curl",
+            "-sk",
+            "-X",
+            "DELETE",
+            "-H",
+            &format!("Authorization: PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"),
+        ])
+        .arg(format!("{}{path}", sb.url));
+        let (_, r) = sh(&mut c);
+        assert!(
+            r.contains("UPID") || r.contains("\"data\""),
+            "DELETE {path}: {r}"
+        );
+    }
+    let t1 = Instant::now();
+    while !sb.vm_ids(&ns).is_empty() && t1.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        sb.vm_ids(&ns).is_empty(),
+        "the VM is still there after the listed delete"
+    );
+    assert!(
+        !sb.isos(&ns).iter().any(|(v, _)| v.contains("/kiln-")),
+        "a generated ISO is still there after the listed delete"
+    );
+    sb.stop();
+}
