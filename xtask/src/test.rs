@@ -160,11 +160,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, secs) in &phases {
         eprintln!("  {name:<22} {secs:>8.1}");
     }
-    eprintln!(
-        "  {:<22} {:>8.1}",
-        "total",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("  {:<22} {:>8.1}", "total", started.elapsed().as_secs_f64());
     if !failures.is_empty() {
         anyhow::bail!("{}", failures.join("\n"));
     }
@@ -185,7 +181,8 @@ impl BackgroundGuest {
         let dir = root.join("target");
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let log = dir.join("test-guest-build.log");
-        let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone().context("log file handle")?;
         eprintln!(
             "\n=== xtask test: test guest builds in the background (log: {})",

@@ -8,7 +8,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-
 fn kiln() -> &'static str {
     env!("CARGO_BIN_EXE_kiln")
 }
