@@ -8,6 +8,10 @@
 //! 3. the full build → exit 0, the seed's sequence in the sandbox's events.jsonl and kiln's output,
 //!    HTTP port closed; then a linked clone of the template boots, cloud-init runs again, and SSH
 //!    shows the file the Ansible playbook wrote;
+//! 3b. `proxmox-clone` (examples/test-guest-clone): a linked clone of a VM that is not a template
+//!    is refused (exit 1, nothing created); then a linked clone of template 9000 is provisioned and
+//!    templated (9200, steps connect → clone_vm → … → template, no ISO/create/boot command), and a
+//!    clone of 9200 boots with the playbook's file and the clone build's mark;
 //! 4. SIGINT during the guest wait → exit 130, no VM, no generated ISO, no listening port;
 //! 5. a boot command the guest never acts on → exit 1 with the "nothing fetched" diagnosis, no VM.
 //!
@@ -451,6 +455,143 @@ fn step_timings(out: &str) -> String {
         .join("\n")
 }
 
+/// `kiln build examples/test-guest-clone` (a `proxmox-clone` source) in the namespace.
+fn start_clone_build(
+    ns: &Netns,
+    sb: &Sandbox,
+    fx: &Fixture,
+    password: &str,
+    extra: &[String],
+    log: &Path,
+) -> Child {
+    let out = must(std::fs::File::create(log), "build log");
+    let err = must(out.try_clone(), "build log");
+    let mut c = ns.exec();
+    c.arg(kiln())
+        .args(["build", "-timestamp-ui"])
+        .args(["-var", &format!("proxmox_url={}", sb.url)])
+        .args([
+            "-var",
+            &format!("ssh_private_key_file={}", fx.key.display()),
+        ])
+        .args(extra)
+        .arg(workspace().join("examples/test-guest-clone"))
+        .env("PROXMOX_PASSWORD", password)
+        .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
+        .env_remove("PROXMOX_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    must(c.spawn(), "start kiln build (proxmox-clone)")
+}
+
+/// Clone template `src` to `newid` through the API (as a user would), boot it with DHCP from
+/// cloud-init, and run `cmd` over SSH as `packer` until its output contains `until`.
+fn boot_clone_and_run(
+    ns: &Netns,
+    sb: &Sandbox,
+    fx: &Fixture,
+    src: u32,
+    newid: u32,
+    cmd: &str,
+    until: &str,
+) -> String {
+    let r = sb.api(
+        ns,
+        "POST",
+        &format!("/nodes/pve/qemu/{src}/clone"),
+        &[
+            ("newid", &newid.to_string()),
+            ("name", &format!("kiln-clone-{newid}")),
+        ],
+    );
+    let upid = r["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("clone {src} → {newid}: {r}"))
+        .to_string();
+    assert!(sb
+        .wait_task(ns, &upid, Duration::from_secs(120))
+        .starts_with("OK"));
+    let r = sb.api(
+        ns,
+        "POST",
+        &format!("/nodes/pve/qemu/{newid}/config"),
+        &[("ipconfig0", "ip=dhcp")],
+    );
+    if let Some(u) = r["data"].as_str() {
+        assert!(sb
+            .wait_task(ns, u, Duration::from_secs(60))
+            .starts_with("OK"));
+    }
+    let r = sb.api(
+        ns,
+        "POST",
+        &format!("/nodes/pve/qemu/{newid}/status/start"),
+        &[],
+    );
+    if let Some(u) = r["data"].as_str() {
+        assert!(sb
+            .wait_task(ns, u, Duration::from_secs(120))
+            .starts_with("OK"));
+    }
+    let mut ip = String::new();
+    let t0 = Instant::now();
+    while ip.is_empty() && t0.elapsed() < Duration::from_secs(400) {
+        let v = sb.api(
+            ns,
+            "GET",
+            &format!("/nodes/pve/qemu/{newid}/agent/network-get-interfaces"),
+            &[],
+        );
+        for i in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+            if i["name"] == "lo" {
+                continue;
+            }
+            for a in i["ip-addresses"].as_array().cloned().unwrap_or_default() {
+                if a["ip-address-type"] == "ipv4" {
+                    ip = a["ip-address"].as_str().unwrap_or_default().to_string();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    assert!(
+        !ip.is_empty(),
+        "clone {newid} never reported an IP through the guest agent"
+    );
+    let mut out = String::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(240) {
+        let (ok, o) = sh(ns.exec().args(["ssh", "-i"]).arg(&fx.key).args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "BatchMode=yes",
+            &format!("packer@{ip}"),
+            cmd,
+        ]));
+        out = o;
+        if ok && out.contains(until) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let r = sb.api(
+        ns,
+        "POST",
+        &format!("/nodes/pve/qemu/{newid}/status/stop"),
+        &[],
+    );
+    if let Some(u) = r["data"].as_str() {
+        sb.wait_task(ns, u, Duration::from_secs(60));
+    }
+    out
+}
+
 #[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
 #[test]
 fn e2e_kiln_build_on_sandbox() {
@@ -721,6 +862,88 @@ fn e2e_kiln_build_on_sandbox() {
     if let Some(u) = r["data"].as_str() {
         sb.wait_task(&ns, u, Duration::from_secs(60));
     }
+
+    // ---- 3b. proxmox-clone of the kiln-built template ----------------------------------------
+    // a linked clone of a VM that is not a template: refused before anything is created
+    let log = fx.dir.join("clone-not-template.log");
+    let extra: Vec<String> = ["-var", "clone_vm_id=9100", "-var", "vm_id=9201"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut child = start_clone_build(&ns, &sb, &fx, PASSWORD, &extra, &log);
+    let code = wait_exit(&mut child, Duration::from_secs(120), &log);
+    let out = read(&log);
+    println!("--- proxmox-clone of a non-template, linked (exit {code}) ---\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is not a template") && out.contains("full_clone = true"),
+        "{out}"
+    );
+    assert!(
+        !sb.vm_ids(&ns).contains(&9201),
+        "a refused clone left VM 9201"
+    );
+    // the real thing: linked clone of template 9000, provision, template 9200
+    let t_cb = Instant::now();
+    let log = fx.dir.join("clone-build.log");
+    let mut child = start_clone_build(&ns, &sb, &fx, PASSWORD, &[], &log);
+    let code = wait_exit(&mut child, Duration::from_secs(900), &log);
+    let out = read(&log);
+    println!(
+        "--- kiln build proxmox-clone ({:.0} s, exit {code}) ---\n{out}",
+        t_cb.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "proxmox-clone build failed:\n{out}");
+    let steps = step_timings(&out);
+    for s in [
+        "connect",
+        "clone_vm",
+        "start_vm",
+        "wait_guest",
+        "provision",
+        "shutdown",
+        "finalize",
+        "template",
+    ] {
+        assert!(
+            steps.contains(s),
+            "step {s} missing from the step list:\n{steps}"
+        );
+    }
+    for s in ["iso", "create_vm", "boot_command", "http_server"] {
+        assert!(
+            !steps.lines().any(|l| l.trim_start().starts_with(s)),
+            "a proxmox-clone build ran step {s}:\n{steps}"
+        );
+    }
+    assert!(out.contains("linked clone"), "{out}");
+    assert!(out.contains("A template was created: 9200"), "{out}");
+    assert_no_secrets("proxmox-clone build", &out, &fx);
+    let conf = sb.api(&ns, "GET", "/nodes/pve/qemu/9200/config", &[]);
+    assert_eq!(conf["data"]["template"].as_u64(), Some(1), "{conf}");
+    // its clone boots with both builds' marks
+    let t_c2 = Instant::now();
+    let out = boot_clone_and_run(
+        &ns,
+        &sb,
+        &fx,
+        9200,
+        9300,
+        "cloud-init status --wait; cat /etc/kiln-playbook /etc/kiln-clone-mark",
+        "customised-by-kiln-clone",
+    );
+    println!(
+        "--- clone 9300 of the proxmox-clone template ({:.0} s) ---\n{out}",
+        t_c2.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.contains("built-by-kiln"),
+        "the playbook's file is missing: {out}"
+    );
+    assert!(
+        out.contains("customised-by-kiln-clone"),
+        "the proxmox-clone provisioner's mark is missing: {out}"
+    );
 
     // ---- 4. SIGINT during the guest wait ------------------------------------------------------
     let log = fx.dir.join("sigint.log");
