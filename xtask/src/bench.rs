@@ -33,6 +33,9 @@ pub struct Args {
     /// Skip the Packer/kiln builds (no QEMU); the rest is measured and written
     #[arg(long)]
     no_builds: bool,
+    /// QEMU accelerator of the sandbox: tcg (default, what CI and the tests use) or kvm
+    #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
+    accel: String,
 }
 
 /// What `wait4` says about a finished child.
@@ -138,7 +141,10 @@ pub fn run(args: Args) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let kvm = kvm_works();
-    let accel = if kvm { "kvm" } else { "tcg" };
+    if args.accel == "kvm" && !kvm {
+        bail!("--accel kvm: /dev/kvm cannot create a VM on this machine; use --accel tcg");
+    }
+    let accel = args.accel.as_str();
     let qemu = Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
@@ -194,7 +200,8 @@ pub fn run(args: Args) -> Result<()> {
 
     md.push_str("# kiln benchmarks\n\nWritten by `cargo xtask bench` (do not edit by hand; run it again).\n\n");
     md.push_str(&format!(
-        "Machine: {cores} cores, accelerator **{accel}**, {qemu}; load average at the start `{}`, repetitions {reps} (min / median).\n\n",
+        "Machine: {cores} cores, accelerator **{accel}** (KVM usable here: {}), {qemu}; load average at the start `{}`, repetitions {reps} (min / median).\n\n",
+        if kvm { "yes" } else { "no" },
         load0.trim()
     ));
 

@@ -5,8 +5,8 @@ use crate::manifest::{write_manifest, ManifestEntry};
 use crate::pipeline::{self, Asker, OnError, RunReport, Step, StepContext, StepError};
 use crate::steps::{
     boot::StepHttpServer, BuildFlags, BuildState, StepBootCommand, StepCloneVm, StepConnect,
-    StepCreateVm, StepFinalize, StepIso, StepProvision, StepShutdown, StepStartVm, StepTemplate,
-    StepWaitGuest,
+    StepCreateVm, StepFinalize, StepIso, StepPreflight, StepProvision, StepShutdown, StepStartVm,
+    StepTemplate, StepWaitGuest,
 };
 use crate::ui::{fmt_duration_words, Ui};
 use kiln_config::model::{BuildPlan, PostProcessorKind, SourceRun};
@@ -53,6 +53,7 @@ impl Summary {
 pub fn proxmox_iso_steps() -> Vec<Box<dyn Step<BuildState>>> {
     vec![
         Box::new(StepConnect),
+        Box::new(StepPreflight),
         Box::new(StepIso::new()),
         Box::new(StepHttpServer),
         Box::new(crate::steps::firewall::StepFirewall::default()),
@@ -71,6 +72,7 @@ pub fn proxmox_iso_steps() -> Vec<Box<dyn Step<BuildState>>> {
 pub fn proxmox_clone_steps() -> Vec<Box<dyn Step<BuildState>>> {
     vec![
         Box::new(StepConnect),
+        Box::new(StepPreflight),
         Box::new(StepCloneVm),
         Box::new(StepStartVm),
         Box::new(StepWaitGuest),

@@ -10,6 +10,7 @@ mod finish;
 pub mod firewall;
 mod guest;
 mod iso;
+pub mod preflight;
 mod vm;
 
 pub use boot::StepBootCommand;
@@ -18,6 +19,7 @@ pub use connect::{connect_options, StepConnect};
 pub use finish::{StepFinalize, StepShutdown, StepTemplate};
 pub use guest::{http_diagnosis, StepProvision, StepWaitGuest};
 pub use iso::StepIso;
+pub use preflight::StepPreflight;
 pub use vm::{StepCreateVm, StepStartVm};
 
 use crate::http::HttpServer;
