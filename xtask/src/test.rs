@@ -107,7 +107,11 @@ pub fn run(args: Args) -> Result<()> {
     // A failure in the first run does not hide the second's results: both run, then both are reported.
     let mut failures: Vec<String> = Vec::new();
     let test_cmd = |e2e: bool| -> Command {
-        let mut cmd = Command::new("cargo");
+        let mut cmd = if e2e {
+            qemu_locked("cargo")
+        } else {
+            Command::new("cargo")
+        };
         cmd.args(["test", "--workspace", "--no-fail-fast"])
             .current_dir(&root)
             .env("KILN_BIN", root.join("target/debug/kiln"));
@@ -189,7 +193,7 @@ impl BackgroundGuest {
             log.display()
         );
         // the ISO, then the installed disk that e2e scenarios which do not test the installer start from
-        let child = Command::new(exe)
+        let child = qemu_locked(exe.as_os_str())
             .args(["test-guest", "--installed-disk"])
             .current_dir(root)
             .stdin(std::process::Stdio::null())
@@ -241,5 +245,18 @@ impl Drop for BackgroundGuest {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `program` as a command; when `KILN_QEMU_LOCK` names a lock file (developers sharing one machine set it),
+/// run under `flock` on it so that at most one QEMU workload runs at a time. CI does not set it.
+fn qemu_locked(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match std::env::var_os("KILN_QEMU_LOCK") {
+        Some(lock) if !lock.is_empty() => {
+            let mut cmd = Command::new("flock");
+            cmd.arg(lock).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
     }
 }
