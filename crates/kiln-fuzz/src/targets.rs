@@ -380,7 +380,7 @@ impl Target {
                             let i = rng.below(cmds.len());
                             let at = rng.below(cmds[i].len() + 1);
                             if cmds[i].is_char_boundary(at) {
-                                cmds[i].insert_str(at, *rng.pick(BOOT_DICT));
+                                cmds[i].insert_str(at, rng.pick::<&str>(BOOT_DICT));
                             }
                         }
                         _ => {}
@@ -410,7 +410,7 @@ impl Target {
                         ][..],
                     ),
                 ] {
-                    path = path.replace(ph, *rng.pick(vals));
+                    path = path.replace(ph, rng.pick::<&str>(vals));
                 }
                 if rng.chance(6) {
                     let m = gen::mutate(rng, path.as_bytes(), &["/", "%", "..", "{", "}"], &[]);
@@ -474,7 +474,7 @@ impl Target {
                     if i > 0 {
                         p.push('/');
                     }
-                    p.push_str(*rng.pick(SEGS));
+                    p.push_str(rng.pick::<&str>(SEGS));
                 }
                 if rng.chance(5) {
                     let m = gen::mutate(rng, p.as_bytes(), SEGS, &[]);
