@@ -92,6 +92,49 @@ pub fn steps_for(source_type: &str) -> Vec<Box<dyn Step<BuildState>>> {
     }
 }
 
+/// `kiln build --preflight`: connect and run only the preflight checks of every run (nothing is
+/// uploaded or created). True when every run passed.
+pub async fn preflight_plan(
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+    ui: &Ui,
+    cancel: CancellationToken,
+) -> bool {
+    for s in &plan.sensitive_values {
+        ui.masker().add(s);
+    }
+    let mut all_ok = !plan.runs.is_empty();
+    for run in plan.runs.iter().cloned() {
+        let name = run.full_name();
+        let bui = ui.for_build(&name);
+        let flags = BuildFlags {
+            force: opts.force,
+            ..BuildFlags::default()
+        };
+        let abs_root = std::path::absolute(&plan.root).unwrap_or_else(|_| plan.root.clone());
+        let mut state = BuildState::new(run, abs_root, flags);
+        let mut steps: Vec<Box<dyn Step<BuildState>>> =
+            vec![Box::new(StepConnect), Box::new(StepPreflight)];
+        let cx = StepContext::new(bui.clone(), cancel.clone());
+        let asker = pipeline::StdinAsker;
+        let report = pipeline::run(&mut steps, &cx, &mut state, OnError::Cleanup, &asker).await;
+        match &report.result {
+            Ok(()) => ui.raw(&format!("Build '{name}': preflight passed.")),
+            Err(e) => {
+                all_ok = false;
+                ui.raw(
+                    &ui.masker()
+                        .mask(&format!("Build '{name}': preflight failed: {e}")),
+                );
+            }
+        }
+        if cancel.is_cancelled() {
+            return false;
+        }
+    }
+    all_ok
+}
+
 fn run_uuid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);

@@ -14,6 +14,6 @@ pub mod signals;
 pub mod steps;
 pub mod ui;
 
-pub use build::{build_plan, BuildOptions, BuildResult, Summary};
+pub use build::{build_plan, preflight_plan, BuildOptions, BuildResult, Summary};
 pub use pipeline::{OnError, Outcome, Step, StepContext, StepError};
 pub use ui::{BuildUi, Masker, Ui, UiOptions};

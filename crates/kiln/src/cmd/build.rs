@@ -47,6 +47,10 @@ pub struct Flags {
     /// Replace an existing template with the same vm_id or name
     #[arg(long)]
     pub force: bool,
+    /// kiln: only check the configuration against Proxmox VE (node, storage pools and their
+    /// content types, bridges, iso_file, vm_id, privileges); create and upload nothing
+    #[arg(long)]
+    pub preflight: bool,
     /// What to do when a build fails: cleanup (default), abort (keep the VM), ask
     #[arg(long = "on-error", default_value = "cleanup")]
     pub on_error: String,
@@ -91,6 +95,7 @@ const LONG: &[&str] = &[
     "only",
     "except",
     "force",
+    "preflight",
     "on-error",
     "parallel-builds",
     "timestamp-ui",
@@ -213,6 +218,17 @@ pub async fn run(args: Args) -> CmdResult {
         http_diag_after: flags.http_diag_after.map(Duration::from_secs),
         open_firewall,
     };
+    if flags.preflight {
+        let ok = kiln_build::preflight_plan(&plan, &bopts, &ui, cancel.clone()).await;
+        sig.abort();
+        return Ok(if cancel.is_cancelled() {
+            Code::Interrupted
+        } else if ok {
+            Code::Ok
+        } else {
+            Code::Failed
+        });
+    }
     let summary =
         kiln_build::build_plan(&plan, &bopts, &ui, cancel.clone(), Arc::new(StdinAsker)).await;
     sig.abort();
