@@ -69,6 +69,33 @@ variable "ssh_timeout" {
   default = "15m"
 }
 
+variable "ssh_bastion_host" {
+  type        = string
+  description = "A jump host for the SSH connection to the guest (empty: connect directly)"
+  default     = ""
+}
+
+variable "ssh_bastion_port" {
+  type    = number
+  default = 22
+}
+
+variable "ssh_bastion_username" {
+  type    = string
+  default = ""
+}
+
+variable "ssh_bastion_private_key_file" {
+  type    = string
+  default = ""
+}
+
+variable "build_note" {
+  type        = string
+  description = "A file the shell-local post-processor writes the build's name into (empty: it only prints it)"
+  default     = ""
+}
+
 variable "boot_command_suffix" {
   type        = string
   description = "Appended to the GRUB kernel line (tests use it to break the boot command on purpose)"
@@ -82,7 +109,8 @@ source "proxmox-iso" "test-guest" {
   node = "pve"
 
   vm_id                = var.vm_id
-  vm_name              = "kiln-test-guest-build"
+  # rendered like the plugin does ({{ timestamp }}: Unix seconds); the template gets template_name
+  vm_name              = "x-{{ timestamp }}"
   template_name        = var.template_name
   template_description = "kiln test guest, built ${formatdate("YYYY-MM-DD", timestamp())}"
   tags                 = "kiln;test"
@@ -126,8 +154,9 @@ source "proxmox-iso" "test-guest" {
     model  = "virtio"
   }
 
-  cloud_init              = true
-  cloud_init_storage_pool = "local-lvm"
+  cloud_init                          = true
+  cloud_init_storage_pool             = "local-lvm"
+  cloud_init_disable_upgrade_packages = true
 
   http_content = {
     "/user-data" = templatefile("${path.root}/http/user-data.pkrtpl.hcl", {
@@ -148,6 +177,11 @@ source "proxmox-iso" "test-guest" {
   ssh_username         = "packer"
   ssh_private_key_file = var.ssh_private_key_file
   ssh_timeout          = var.ssh_timeout
+
+  ssh_bastion_host             = var.ssh_bastion_host
+  ssh_bastion_port             = var.ssh_bastion_port
+  ssh_bastion_username         = var.ssh_bastion_username
+  ssh_bastion_private_key_file = var.ssh_bastion_private_key_file
 }
 
 build {
@@ -174,6 +208,14 @@ build {
       # the clone must run cloud-init again: forget this instance, keep the seed
       "cloud-init clean --logs",
       "truncate -s 0 /etc/machine-id",
+    ]
+  }
+
+  post-processor "shell-local" {
+    environment_vars = ["BUILD_NOTE=${var.build_note}"]
+    inline = [
+      "echo \"shell-local post-processor: $PACKER_BUILD_NAME ($PACKER_BUILDER_TYPE) done\"",
+      "if [ -n \"$BUILD_NOTE\" ]; then echo \"$PACKER_BUILD_NAME $PACKER_BUILDER_TYPE\" > \"$BUILD_NOTE\"; fi",
     ]
   }
 

@@ -28,6 +28,8 @@ pub struct TestSshd {
     dir: tempfile::TempDir,
     port: u16,
     log: PathBuf,
+    /// `ip netns exec` this namespace (see [`TestSshd::start_in_netns`]).
+    netns: Option<String>,
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
@@ -72,6 +74,24 @@ impl TestSshd {
     /// Prepare everything for a server on a fresh port but do not start it (see [`TestSshd::launch`]).
     pub fn prepare() -> Result<TestSshd, String> {
         Self::start_on(free_port()?, false)
+    }
+
+    /// A server inside the network namespace `netns` (`ip netns exec`), on 127.0.0.1 there, logging
+    /// at `DEBUG1` so that every forwarded `direct-tcpip` channel is in [`TestSshd::log_text`]
+    /// (`server_request_direct_tcpip: originator …, target <host> port <port>`): a jump host
+    /// (`ssh_bastion_*`) for end-to-end builds.
+    pub fn start_in_netns(netns: &str) -> Result<TestSshd, String> {
+        let mut s = Self::start_on(free_port()?, false)?;
+        s.netns = Some(netns.to_string());
+        let p = s.dir.path().join("sshd_config");
+        let cfg = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+        let cfg = cfg.replace(
+            "LogLevel VERBOSE",
+            "LogLevel DEBUG1\nAllowTcpForwarding yes",
+        );
+        std::fs::write(&p, cfg).map_err(|e| e.to_string())?;
+        s.launch()?;
+        Ok(s)
     }
 
     fn start_on(port: u16, launch: bool) -> Result<TestSshd, String> {
@@ -124,6 +144,7 @@ impl TestSshd {
             dir,
             port,
             log,
+            netns: None,
         };
         if launch {
             s.launch()?;
@@ -148,7 +169,15 @@ impl TestSshd {
             .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         use std::os::unix::process::CommandExt;
-        let child = Command::new("unshare")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let child = cmd
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log)
@@ -159,7 +188,14 @@ impl TestSshd {
         self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // in a namespace the port is not reachable from here: sshd says when it listens
+            let ready = if self.netns.is_some() {
+                self.log_text()
+                    .contains(&format!("Server listening on 127.0.0.1 port {}", self.port))
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            };
+            if ready {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut() {

@@ -683,8 +683,28 @@ fn e2e_kiln_build_on_sandbox() {
 
     // ---- 3. the full build ------------------------------------------------------------------
     let log = fx.dir.join("build.log");
+    // the SSH session goes through a jump host: a second sshd in the namespace (ssh_bastion_*)
+    let bastion = must(
+        kiln_guest::testsupport::TestSshd::start_in_netns(&ns.0),
+        "bastion sshd",
+    );
+    must(bastion.authorize_key(&fx.pubkey), "bastion key");
+    let note = fx.dir.join("post-processor-note.txt");
+    let bastion_args: Vec<String> = [
+        "ssh_bastion_host=127.0.0.1".to_string(),
+        format!("ssh_bastion_port={}", bastion.port()),
+        format!(
+            "ssh_bastion_username={}",
+            kiln_guest::testsupport::TEST_USER
+        ),
+        format!("ssh_bastion_private_key_file={}", fx.key.display()),
+        format!("build_note={}", note.display()),
+    ]
+    .into_iter()
+    .flat_map(|v| ["-var".to_string(), v])
+    .collect();
     let t_build = Instant::now();
-    let mut c = start_build(&ns, &sb, &fx, PASSWORD, &[], &log);
+    let mut c = start_build(&ns, &sb, &fx, PASSWORD, &bastion_args, &log);
     let code = wait_exit(&mut c, Duration::from_secs(1500), &log);
     let build_time = t_build.elapsed();
     let out = read(&log);
@@ -752,6 +772,60 @@ fn e2e_kiln_build_on_sandbox() {
                 .is_some_and(|d| d.split(',').any(|x| x == "ide2"))
     });
     event_pos(&ev, i6, "template", |e| is_vm(e, "template"));
+    // vm_name = "x-{{ timestamp }}" reached PVE rendered (Unix seconds), not verbatim
+    let created = event_pos(&ev, 0, "create request", |e| {
+        req(e, "POST", "/nodes/pve/qemu")
+            && (e["params"]["vmid"] == "9000" || e["params"]["vmid"] == 9000)
+    });
+    let vm_name = ev[created]["params"]["name"].as_str().unwrap_or_default();
+    println!("create request name: {vm_name}");
+    assert!(
+        vm_name
+            .strip_prefix("x-")
+            .is_some_and(|t| t.len() >= 10 && t.bytes().all(|b| b.is_ascii_digit())),
+        "vm_name not rendered: {:?}",
+        ev[created]["params"]
+    );
+    // cloud_init_disable_upgrade_packages = true is ciupgrade: 0 in the template's config
+    let cfg = sb.api(&ns, "GET", "/nodes/pve/qemu/9000/config", &[]);
+    println!("template config ciupgrade: {}", cfg["data"]["ciupgrade"]);
+    assert!(
+        cfg["data"]["ciupgrade"] == 0 || cfg["data"]["ciupgrade"] == "0",
+        "ciupgrade is not 0 in the template's config: {}",
+        cfg["data"]
+    );
+    // the SSH session went through the bastion: it authenticated kiln's key and opened
+    // direct-tcpip channels to the guest's port 22
+    let blog = bastion.log_text();
+    let tunnels: Vec<&str> = blog
+        .lines()
+        .filter(|l| l.contains("server_request_direct_tcpip") && l.ends_with("port 22"))
+        .collect();
+    println!(
+        "bastion: {} direct-tcpip channels to port 22, first: {:?}",
+        tunnels.len(),
+        tunnels.first()
+    );
+    assert!(
+        blog.contains(&format!(
+            "Accepted publickey for {}",
+            kiln_guest::testsupport::TEST_USER
+        )),
+        "kiln never logged in on the bastion:\n{blog}"
+    );
+    assert!(
+        !tunnels.is_empty(),
+        "no direct-tcpip channel to the guest's SSH port through the bastion:\n{blog}"
+    );
+    drop(bastion);
+    // the shell-local post-processor ran (with Packer's environment) and wrote its note
+    pos(&lines, "shell-local post-processor: ", 0);
+    let note_text = read(&note);
+    println!("shell-local note: {}", note_text.trim());
+    assert!(
+        note_text.contains("proxmox-iso"),
+        "shell-local post-processor note: {note_text:?}"
+    );
     let isos = sb.isos(&ns);
     assert!(
         !isos.iter().any(|i| i.contains("kiln-")),
