@@ -111,6 +111,14 @@ X
 # ACPI power button (QMP system_powerdown / PVE "shutdown") -> clean poweroff via systemd-logind
 mkdir -p "$R/etc/systemd/logind.conf.d"
 printf '[Login]\nHandlePowerKey=poweroff\nPowerKeyIgnoreInhibited=yes\n' > "$R/etc/systemd/logind.conf.d/10-powerkey.conf"
+# boot time under TCG (measured, see docs/testing.md): nothing the guest must prove (cloud-init's
+# stages, sshd, qemu-guest-agent, python3) waits on these, but each costs CPU in the first minutes
+# after boot, and apt-daily also takes the dpkg lock a provisioner's `apt-get install` needs.
+# Periodic maintenance of a long-lived machine, not of a throwaway test VM:
+for u in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
+         e2scrub_reap.service fstrim.timer; do   # = systemctl mask, without needing systemd on the host
+    rm -f "$R"/etc/systemd/system/*.wants/"$u"; ln -sf /dev/null "$R/etc/systemd/system/$u"
+done
 echo testguest > "$R/etc/hostname"
 : > "$R/etc/resolv.conf"              # do not ship the build host's resolver
 : > "$R/etc/machine-id"; rm -f "$R/var/lib/dbus/machine-id"
