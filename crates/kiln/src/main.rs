@@ -64,6 +64,16 @@ fn main() -> ExitCode {
             return code.into();
         }
     };
+    if matches!(
+        cli.command,
+        Command::Validate(_)
+            | Command::Inspect(_)
+            | Command::Fmt(_)
+            | Command::Completions { .. }
+            | Command::Manpage
+    ) {
+        default_sigpipe();
+    }
     match cli.command {
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -130,4 +140,16 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// Commands that only print (validate, inspect, fmt, completions, manpage) end quietly when their reader
+/// goes away (`kiln inspect . | head`), as Unix tools do, instead of panicking in `println!` on EPIPE.
+/// Not for `build`, `init`, `port` or `sandbox`: those must run their cleanup whatever happens to stdout.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: called at start-up on the main thread before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
