@@ -513,3 +513,64 @@ impl Step<BuildState> for StepPreflight {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn perms(v: serde_json::Value) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn privileges_propagate_from_ancestors_only_when_flagged() {
+        let p = perms(json!({
+            "/": {"Sys.Audit": 0},
+            "/vms": {"VM.Allocate": 1, "VM.Audit": 0},
+            "/vmsx": {"VM.Console": 1},
+            "/vms/100": {"VM.PowerMgmt": 0},
+        }));
+        let held = held_on(&p, "/vms/100");
+        assert!(held.contains("VM.Allocate"), "propagated from /vms");
+        assert!(held.contains("VM.PowerMgmt"), "on the path itself");
+        assert!(!held.contains("VM.Audit"), "not propagated");
+        assert!(!held.contains("Sys.Audit"), "not propagated from /");
+        assert!(
+            !held.contains("VM.Console"),
+            "/vmsx is not an ancestor of /vms/100"
+        );
+    }
+
+    #[test]
+    fn pools_and_their_content_types_come_from_every_key_that_names_one() {
+        let mut cfg = ProxmoxIsoConfig::default();
+        cfg.boot_iso.iso_file = Some("nas:iso/u.iso".into());
+        cfg.cloud_init = true;
+        cfg.cloud_init_storage_pool = Some("ci".into());
+        let uses = pool_uses(&cfg);
+        assert_eq!(
+            uses,
+            vec![
+                (
+                    vec!["boot_iso.iso_file".to_string(), "iso_file".to_string()],
+                    "nas".to_string(),
+                    Need::Iso
+                ),
+                (
+                    vec!["cloud_init_storage_pool".to_string()],
+                    "ci".to_string(),
+                    Need::Images
+                ),
+            ]
+        );
+        // an uploaded ISO needs Datastore.AllocateTemplate on its pool, a given iso_file does not
+        let need = needed_privileges(&cfg);
+        assert!(!need["/storage/nas"].contains(&vec!["Datastore.AllocateTemplate"]));
+        cfg.boot_iso.iso_file = None;
+        cfg.boot_iso.iso_url = Some("./u.iso".into());
+        cfg.boot_iso.iso_storage_pool = Some("local".into());
+        let need = needed_privileges(&cfg);
+        assert!(need["/storage/local"].contains(&vec!["Datastore.AllocateTemplate"]));
+    }
+}

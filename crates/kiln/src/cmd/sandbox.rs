@@ -38,6 +38,10 @@ struct ServeArgs {
     /// API token `user@realm!id=SECRET` (repeatable)
     #[arg(long = "token", env = "KILN_SANDBOX_TOKEN", hide_env_values = true)]
     tokens: Vec<String>,
+    /// Restrict a user or token to these privileges on every path, as a PVE role on `/` would:
+    /// `user@realm[!id]=VM.Audit,Datastore.Audit,…` (repeatable; everyone else holds all)
+    #[arg(long = "privileges", value_name = "ID=PRIV,…")]
+    privileges: Vec<String>,
     /// Fault-injection rules (JSON file, see kiln-sandbox's faults module)
     #[arg(long)]
     faults: Option<PathBuf>,
@@ -268,7 +272,15 @@ async fn serve(a: ServeArgs) -> CmdResult {
         "tcg" => kiln_sandbox::qemu::Accel::Tcg,
         other => return usage(format!("--accel must be auto, kvm or tcg (got '{other}')")),
     };
+    let mut privileges = kiln_sandbox::access::Privileges::default();
+    for entry in &a.privileges {
+        match kiln_sandbox::access::Privileges::parse_entry(entry) {
+            Ok((id, set)) => privileges.restrict(id, set),
+            Err(e) => return usage(format!("--privileges: {e}")),
+        }
+    }
     let mut cfg = SandboxConfig::new(&a.state);
+    cfg.privileges = privileges;
     cfg.listen = a.listen;
     cfg.node = a.node.clone();
     cfg.users = vec![(a.user.clone(), password)];
