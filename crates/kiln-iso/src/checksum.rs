@@ -1,155 +1,29 @@
-//! `iso_checksum` forms and checksum files.
+//! `iso_checksum` forms (parsed by kiln-config, the one parser validate and the build share) and
+//! checksum files.
 
 use sha2::digest::DynDigest;
 
 use crate::IsoError;
 
-/// A hash algorithm Packer accepts in `iso_checksum`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Algo {
-    Md5,
-    Sha1,
-    Sha256,
-    Sha512,
-}
+use kiln_config::model::checksum::parse_hex;
+pub use kiln_config::model::checksum::{Algo, ChecksumError, ChecksumSpec, Digest};
 
-impl Algo {
-    pub fn name(self) -> &'static str {
-        match self {
-            Algo::Md5 => "md5",
-            Algo::Sha1 => "sha1",
-            Algo::Sha256 => "sha256",
-            Algo::Sha512 => "sha512",
-        }
-    }
-
-    fn from_name(s: &str) -> Option<Algo> {
-        match s.to_ascii_lowercase().as_str() {
-            "md5" => Some(Algo::Md5),
-            "sha1" => Some(Algo::Sha1),
-            "sha256" => Some(Algo::Sha256),
-            "sha512" => Some(Algo::Sha512),
-            _ => None,
-        }
-    }
-
-    /// The algorithm whose hex digest has this length.
-    pub fn from_hex_len(len: usize) -> Option<Algo> {
-        match len {
-            32 => Some(Algo::Md5),
-            40 => Some(Algo::Sha1),
-            64 => Some(Algo::Sha256),
-            128 => Some(Algo::Sha512),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn hasher(self) -> Box<dyn DynDigest + Send> {
-        match self {
-            Algo::Md5 => Box::new(md5::Md5::default()),
-            Algo::Sha1 => Box::new(sha1::Sha1::default()),
-            Algo::Sha256 => Box::new(sha2::Sha256::default()),
-            Algo::Sha512 => Box::new(sha2::Sha512::default()),
+impl From<ChecksumError> for IsoError {
+    fn from(e: ChecksumError) -> IsoError {
+        IsoError::BadChecksum {
+            spec: e.spec,
+            msg: e.msg,
         }
     }
 }
 
-/// A concrete expected digest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Digest {
-    pub algo: Algo,
-    /// Lower-case hex.
-    pub hex: String,
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.algo.name(), self.hex)
-    }
-}
-
-/// A parsed `iso_checksum`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChecksumSpec {
-    /// `none`: no verification (Packer warns; so does kiln).
-    None,
-    /// `sha256:…`, `md5:…`, or bare hex (type from the length).
-    Digest(Digest),
-    /// `file:URL` / `file:./path` (optionally `sha256:file:…`): a GNU or BSD checksum file, matched by file name.
-    File { url: String, algo: Option<Algo> },
-}
-
-fn parse_hex(spec: &str, algo: Option<Algo>, hex: &str) -> Result<Digest, IsoError> {
-    let hex = hex.trim().to_ascii_lowercase();
-    let bad = |msg: String| IsoError::BadChecksum {
-        spec: spec.to_string(),
-        msg,
-    };
-    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad("the digest must be hexadecimal".to_string()));
-    }
-    let by_len = Algo::from_hex_len(hex.len());
-    let algo = match (algo, by_len) {
-        (Some(a), Some(b)) if a == b => a,
-        (Some(a), _) => {
-            return Err(bad(format!("a {} digest has {} hex digits, this one has {}", a.name(), expected_len(a), hex.len())))
-        }
-        (None, Some(b)) => b,
-        (None, None) => {
-            return Err(bad(format!(
-                "cannot tell the hash type from a {}-digit digest; write it as sha256:<hex> (or md5:, sha1:, sha512:)",
-                hex.len()
-            )))
-        }
-    };
-    Ok(Digest { algo, hex })
-}
-
-fn expected_len(a: Algo) -> usize {
-    match a {
-        Algo::Md5 => 32,
-        Algo::Sha1 => 40,
-        Algo::Sha256 => 64,
-        Algo::Sha512 => 128,
-    }
-}
-
-impl ChecksumSpec {
-    /// Parse every `iso_checksum` form Packer accepts.
-    pub fn parse(spec: &str) -> Result<ChecksumSpec, IsoError> {
-        let s = spec.trim();
-        if s.is_empty() {
-            return Err(IsoError::BadChecksum {
-                spec: spec.to_string(),
-                msg: "iso_checksum is empty; give sha256:<hex>, file:<url> or \"none\"".to_string(),
-            });
-        }
-        if s.eq_ignore_ascii_case("none") {
-            return Ok(ChecksumSpec::None);
-        }
-        if let Some(rest) = s.strip_prefix("file:") {
-            return Ok(ChecksumSpec::File {
-                url: rest.to_string(),
-                algo: None,
-            });
-        }
-        if let Some((ty, rest)) = s.split_once(':') {
-            let Some(algo) = Algo::from_name(ty) else {
-                return Err(IsoError::BadChecksum {
-                    spec: spec.to_string(),
-                    msg: format!("unknown checksum type \"{ty}\" (use md5, sha1, sha256, sha512, file or none)"),
-                });
-            };
-            if let Some(url) = rest.strip_prefix("file:") {
-                return Ok(ChecksumSpec::File {
-                    url: url.to_string(),
-                    algo: Some(algo),
-                });
-            }
-            return Ok(ChecksumSpec::Digest(parse_hex(spec, Some(algo), rest)?));
-        }
-        Ok(ChecksumSpec::Digest(parse_hex(spec, None, s)?))
+/// A streaming hasher for `algo`.
+pub(crate) fn hasher(algo: Algo) -> Box<dyn DynDigest + Send> {
+    match algo {
+        Algo::Md5 => Box::new(md5::Md5::default()),
+        Algo::Sha1 => Box::new(sha1::Sha1::default()),
+        Algo::Sha256 => Box::new(sha2::Sha256::default()),
+        Algo::Sha512 => Box::new(sha2::Sha512::default()),
     }
 }
 
@@ -207,76 +81,11 @@ mod tests {
     const H256: &str = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
 
     #[test]
-    fn parse_forms() {
-        assert_eq!(ChecksumSpec::parse("none").ok(), Some(ChecksumSpec::None));
-        assert_eq!(
-            ChecksumSpec::parse(&format!("sha256:{H256}")).ok(),
-            Some(ChecksumSpec::Digest(Digest {
-                algo: Algo::Sha256,
-                hex: H256.into()
-            }))
-        );
-        assert_eq!(
-            ChecksumSpec::parse(&H256.to_uppercase()).ok(),
-            Some(ChecksumSpec::Digest(Digest {
-                algo: Algo::Sha256,
-                hex: H256.into()
-            }))
-        );
-        let md5 = "5eb63bbbe01eeed093cb22bb8f5acdc3";
-        assert!(matches!(
-            ChecksumSpec::parse(md5),
-            Ok(ChecksumSpec::Digest(Digest {
-                algo: Algo::Md5,
-                ..
-            }))
-        ));
-        assert!(matches!(
-            ChecksumSpec::parse(&format!("md5:{md5}")),
-            Ok(ChecksumSpec::Digest(Digest {
-                algo: Algo::Md5,
-                ..
-            }))
-        ));
-        assert!(matches!(
-            ChecksumSpec::parse(&format!("sha1:{}", "a".repeat(40))),
-            Ok(ChecksumSpec::Digest(_))
-        ));
-        assert!(matches!(
-            ChecksumSpec::parse(&format!("sha512:{}", "a".repeat(128))),
-            Ok(ChecksumSpec::Digest(_))
-        ));
-        assert_eq!(
-            ChecksumSpec::parse("file:https://releases.ubuntu.com/24.04/SHA256SUMS").ok(),
-            Some(ChecksumSpec::File {
-                url: "https://releases.ubuntu.com/24.04/SHA256SUMS".into(),
-                algo: None
-            })
-        );
-        assert_eq!(
-            ChecksumSpec::parse("sha256:file:./SUMS").ok(),
-            Some(ChecksumSpec::File {
-                url: "./SUMS".into(),
-                algo: Some(Algo::Sha256)
-            })
-        );
-    }
-
-    #[test]
-    fn parse_errors() {
-        for bad in [
-            "",
-            "sha256:abc",
-            "crc32:1234",
-            "xyz",
-            &format!("md5:{H256}"),
-            "sha256:zz",
-        ] {
-            assert!(
-                matches!(ChecksumSpec::parse(bad), Err(IsoError::BadChecksum { .. })),
-                "{bad}"
-            );
-        }
+    fn parse_errors_are_iso_errors() {
+        let e: IsoError = ChecksumSpec::parse("crc32:1234")
+            .map_err(IsoError::from)
+            .expect_err("unknown type");
+        assert!(matches!(e, IsoError::BadChecksum { .. }), "{e}");
     }
 
     #[test]

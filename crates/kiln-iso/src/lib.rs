@@ -572,7 +572,7 @@ impl Fetcher {
             let total = resp
                 .content_length()
                 .map(|l| if resuming { l + have } else { l });
-            let mut hasher = algo.map(Algo::hasher);
+            let mut hasher = algo.map(checksum::hasher);
             let mut file = if resuming {
                 if let Some(h) = hasher.as_mut() {
                     hash_into(part, h.as_mut(), url, progress).await?;
@@ -754,7 +754,7 @@ pub async fn hash_file(
     url: &str,
     progress: &(dyn Fn(&Progress<'_>) + Sync),
 ) -> Result<String, IsoError> {
-    let mut h = algo.hasher();
+    let mut h = checksum::hasher(algo);
     hash_into(path, h.as_mut(), url, progress).await?;
     Ok(hex::encode(h.finalize()))
 }

@@ -1395,37 +1395,12 @@ fn check_iso(
     }
 }
 
+/// What is wrong with an `iso_checksum`, by the parser the ISO fetcher uses too.
 fn checksum_problem(c: &str) -> Option<String> {
-    if c == "none" || c.starts_with("file:") || c.contains("{{") {
+    if c.contains("{{") {
         return None;
     }
-    let (algo, hex) = match c.split_once(':') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, c),
-    };
-    if !hex.chars().all(|ch| ch.is_ascii_hexdigit()) {
-        return Some("the digest must be hexadecimal".into());
-    }
-    let want = match algo {
-        Some("md5") => 32,
-        Some("sha1") => 40,
-        Some("sha256") => 64,
-        Some("sha512") => 128,
-        Some(other) => {
-            return Some(format!(
-                "unknown checksum type \"{other}\" (md5, sha1, sha256, sha512, file:, none)"
-            ))
-        }
-        None => {
-            return if [32, 40, 64, 128].contains(&hex.len()) {
-                None
-            } else {
-                Some("cannot tell the checksum type from its length".into())
-            };
-        }
-    };
-    if hex.len() != want {
-        return Some(format!("expected {want} hex digits, got {}", hex.len()));
-    }
-    None
+    crate::model::checksum::ChecksumSpec::parse(c)
+        .err()
+        .map(|e| e.msg)
 }

@@ -3,6 +3,7 @@
 //!
 //! Entry point: [`load`] (re-exported from the crate root).
 
+pub mod checksum;
 pub mod keys;
 mod locations;
 mod provisioner;
