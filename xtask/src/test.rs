@@ -254,7 +254,7 @@ fn qemu_locked(program: impl AsRef<std::ffi::OsStr>) -> Command {
     match std::env::var_os("KILN_QEMU_LOCK") {
         Some(lock) if !lock.is_empty() => {
             let mut cmd = Command::new("flock");
-            cmd.arg(lock).arg(program);
+            cmd.arg("--verbose").arg(lock).arg(program);
             cmd
         }
         _ => Command::new(program),
