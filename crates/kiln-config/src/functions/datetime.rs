@@ -368,57 +368,18 @@ fn formatdate(name: &str, args: Vec<Value>, _: &FuncContext) -> Res {
     Ok(Value::String(out))
 }
 
-/// Parse a Go duration (`"1h30m"`, `"-10m"`, `"1.5h"`, `"300ms"`).
+/// Parse a Go duration (`"1h30m"`, `"-10m"`, `"1.5h"`, `"300ms"`) by the loader's one parser
+/// of Go's `time.ParseDuration` (the one every duration key and `PACKER_KEY_INTERVAL` use).
 fn parse_duration(name: &str, s: &str) -> Result<time::Duration, super::FuncError> {
-    let bad = || {
-        failed(
-            name,
-            format!("invalid duration \"{s}\" (use units ns, us, ms, s, m, h, e.g. \"1h30m\")"),
-        )
-    };
-    let (neg, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Ok(time::Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * mult;
-        rest = &rest[unit_len..];
-    }
-    // checked: "99999999999999999h" is a valid Go-style duration but no time::Duration
-    let d = time::Duration::checked_seconds_f64(total).ok_or_else(|| {
+    let nanos = crate::load::ebody::parse_go_duration(s).map_err(|m| failed(name, m))?;
+    // parse_go_duration keeps within Go's int64 nanoseconds
+    let nanos = i64::try_from(nanos).map_err(|_| {
         failed(
             name,
             format!("duration \"{s}\" is out of range (at most about 292 years)"),
         )
     })?;
-    Ok(if neg { -d } else { d })
+    Ok(time::Duration::nanoseconds(nanos))
 }
 
 /// `timeadd(timestamp, duration)`.
