@@ -8,10 +8,10 @@
 //! 3. the full build → exit 0, the seed's sequence in the sandbox's events.jsonl and kiln's output,
 //!    HTTP port closed; then a linked clone of the template boots, cloud-init runs again, and SSH
 //!    shows the file the Ansible playbook wrote;
-//! 3b. `proxmox-clone` (examples/test-guest-clone): a linked clone of a VM that is not a template
-//!    is refused (exit 1, nothing created); then a linked clone of template 9000 is provisioned and
-//!    templated (9200, steps connect → clone_vm → … → template, no ISO/create/boot command), and a
-//!    clone of 9200 boots with the playbook's file and the clone build's mark;
+//!    Then (3b) `proxmox-clone` (examples/test-guest-clone): a linked clone of a VM that is not a
+//!    template is refused (exit 1, nothing created); a linked clone of template 9000 is provisioned
+//!    and templated (9200, steps connect → clone_vm → … → template, no ISO/create/boot command), and
+//!    a clone of 9200 boots with the playbook's file and the clone build's mark;
 //! 4. SIGINT during the guest wait → exit 130, no VM, no generated ISO, no listening port;
 //! 5. a boot command the guest never acts on → exit 1 with the "nothing fetched" diagnosis, no VM.
 //!
@@ -1137,7 +1137,7 @@ fn e2e_kiln_build_on_sandbox() {
         Secret::new("var.password_hash (sensitive)", hash),
     ];
     secrets.extend(private_key_secrets("SSH private key", &fx.key));
-    let report = scan(&[fx.dir.clone()], &secrets, &["id_ed25519"]);
+    let report = scan(std::slice::from_ref(&fx.dir), &secrets, &["id_ed25519"]);
     println!("{report}");
     assert!(report.files >= 5, "too few artefacts scanned: {report}");
     assert!(report.hits.is_empty(), "{report}");
