@@ -1,5 +1,6 @@
-//! Connect to the PVE API: config keys with `PROXMOX_*` environment fallbacks, TLS verify / pin /
-//! insecure, password (ticket) or token, with clear messages for the usual failures.
+//! Connect to the PVE API: TLS verify / pin / insecure, password (ticket) or token, with clear
+//! messages for the usual failures. The `PROXMOX_*` environment fallbacks are resolved by the
+//! loader (kiln-config): a loaded plan carries complete connection settings.
 
 use super::{BuildState, StepError};
 use crate::pipeline::{Step, StepContext};
@@ -8,22 +9,19 @@ use kiln_config::model::ProxmoxIsoConfig;
 use kiln_pve::{Auth, Client, ConnectOptions, Secret, Tls};
 use std::sync::Arc;
 
-/// Build the client options from the config, falling back to `env` for unset keys.
+/// Build the client options from the loaded config (the loader has applied `PROXMOX_*`); `env` is
+/// read only for [`ALLOW_PLAIN_HTTP_ENV`].
 pub fn connect_options(
     cfg: &ProxmoxIsoConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ConnectOptions, String> {
-    let pick = |v: &Option<String>, k: &str| {
-        v.clone()
-            .filter(|s| !s.is_empty())
-            .or_else(|| env(k).filter(|s| !s.is_empty()))
-    };
-    let url = pick(&cfg.proxmox_url, "PROXMOX_URL")
-        .ok_or("proxmox_url must be specified (or set PROXMOX_URL)")?;
-    let username = pick(&cfg.username, "PROXMOX_USERNAME")
-        .ok_or("username must be specified (or set PROXMOX_USERNAME)")?;
-    let token = pick(&cfg.token, "PROXMOX_TOKEN");
-    let password = pick(&cfg.password, "PROXMOX_PASSWORD");
+    let pick = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    // the loader refuses a plan without these; kept as errors for a hand-made config
+    let url = pick(&cfg.proxmox_url).ok_or("proxmox_url must be specified (or set PROXMOX_URL)")?;
+    let username =
+        pick(&cfg.username).ok_or("username must be specified (or set PROXMOX_USERNAME)")?;
+    let token = pick(&cfg.token);
+    let password = pick(&cfg.password);
     let auth = match (token, password) {
         (Some(t), _) => {
             if !username.contains('!') {
@@ -47,7 +45,7 @@ pub fn connect_options(
             )
         }
     };
-    let fp = pick(&cfg.proxmox_fingerprint, "PROXMOX_FINGERPRINT");
+    let fp = pick(&cfg.proxmox_fingerprint);
     let mut o = ConnectOptions::new(url.clone(), auth);
     o.tls = match fp {
         Some(f) => Tls::Pin {
@@ -97,22 +95,13 @@ pub fn transport_description(opts: &ConnectOptions) -> &'static str {
 }
 
 /// The secrets of the connection (to mask in output).
-pub fn connection_secrets(
-    cfg: &ProxmoxIsoConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<String> {
-    let mut v = Vec::new();
-    for (val, k) in [
-        (&cfg.password, "PROXMOX_PASSWORD"),
-        (&cfg.token, "PROXMOX_TOKEN"),
-    ] {
-        if let Some(s) = val.clone().or_else(|| env(k)) {
-            if !s.is_empty() {
-                v.push(s);
-            }
-        }
-    }
-    v
+pub fn connection_secrets(cfg: &ProxmoxIsoConfig) -> Vec<String> {
+    [&cfg.password, &cfg.token]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect()
 }
 
 pub struct StepConnect;
@@ -125,7 +114,7 @@ impl Step<BuildState> for StepConnect {
 
     async fn run(&mut self, cx: &StepContext, st: &mut BuildState) -> Result<(), StepError> {
         let env = |k: &str| std::env::var(k).ok();
-        for s in connection_secrets(&st.run.config, &env) {
+        for s in connection_secrets(&st.run.config) {
             cx.ui.ui().masker().add(&s);
         }
         let opts = connect_options(&st.run.config, &env).map_err(StepError::Failed)?;
@@ -177,11 +166,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn env_fallbacks_token_precedence_and_tls() {
-        let cfg = ProxmoxIsoConfig {
-            node: "pve".into(),
-            ..ProxmoxIsoConfig::default()
-        };
+    fn token_precedence_and_tls_and_no_second_env_lookup() {
+        // PROXMOX_* is the loader's job: connect_options does not look at it again
         let env = |k: &str| match k {
             "PROXMOX_URL" => Some("https://pve:8006/api2/json".to_string()),
             "PROXMOX_USERNAME" => Some("root@pam!kiln".to_string()),
@@ -190,11 +176,27 @@ mod tests {
             "PROXMOX_FINGERPRINT" => Some("AA:BB".to_string()),
             _ => None,
         };
+        let empty = ProxmoxIsoConfig {
+            node: "pve".into(),
+            ..ProxmoxIsoConfig::default()
+        };
+        let e = connect_options(&empty, &env).err().unwrap_or_default();
+        assert!(e.contains("proxmox_url must be specified"), "{e}");
+        assert!(connection_secrets(&empty).is_empty());
+        let cfg = ProxmoxIsoConfig {
+            node: "pve".into(),
+            proxmox_url: Some("https://pve:8006/api2/json".into()),
+            username: Some("root@pam!kiln".into()),
+            password: Some("pw-123".into()),
+            token: Some("tok-456".into()),
+            proxmox_fingerprint: Some("AA:BB".into()),
+            ..ProxmoxIsoConfig::default()
+        };
         let o = connect_options(&cfg, &env).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(&o.auth, Auth::Token { token_id, .. } if token_id == "root@pam!kiln"));
         assert!(matches!(&o.tls, Tls::Pin { .. }));
         assert_eq!(
-            connection_secrets(&cfg, &env),
+            connection_secrets(&cfg),
             vec!["pw-123".to_string(), "tok-456".to_string()]
         );
         let cfg2 = ProxmoxIsoConfig {
