@@ -292,7 +292,23 @@ async fn vm_id_taken_unless_force() {
     assert!(hit.contains("('existing') on node pve"), "{hit}");
     assert!(hit.contains("pass -force"), "{hit}");
     assert_eq!(writes(&e.state), before, "preflight wrote something");
-    // -force: the id may be taken (the build replaces the template)
+    // -force replaces only a template: VM 9100 is not one
+    let (code, out) = kiln(&e, true, (TOKEN, SECRET), &["-force"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("build.pkr.hcl:35: vm_id: VM 9100 ('existing') exists and is not a template: -force replaces only templates"),
+        "{out}"
+    );
+    // once it is a template, -force may take the id (the build replaces it)
+    let upid = c
+        .qemu_template(&e.sb.node, 9100, None)
+        .await
+        .unwrap()
+        .expect("a task");
+    c.wait_task(&upid, &kiln_pve::WaitOptions::default(), None)
+        .await
+        .unwrap();
+    let before = writes(&e.state);
     let (code, out) = kiln(&e, true, (TOKEN, SECRET), &["-force"]).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(writes(&e.state), before);

@@ -428,11 +428,22 @@ pub async fn check(
     }
     // ---- vm_id
     if let Some(id) = cfg.vm_id.filter(|i| *i > 0) {
+        let existing = client
+            .find_vm_by_id(id)
+            .await
+            .map_err(|e| pve_err("preflight: looking up the VM id", e))?;
+        if let Some(vm) = existing.as_ref().filter(|vm| force && !vm.template) {
+            if !cfg.skip_convert_to_template {
+                f.add(
+                    &["vm_id".into()],
+                    format!(
+                        "VM {id}{} exists and is not a template: -force replaces only templates; pick a free vm_id",
+                        vm.name.as_deref().map(|n| format!(" ('{n}')")).unwrap_or_default()
+                    ),
+                );
+            }
+        }
         if !force {
-            let existing = client
-                .find_vm_by_id(id)
-                .await
-                .map_err(|e| pve_err("preflight: looking up the VM id", e))?;
             if let Some(vm) = existing {
                 let next = client.next_id().await.ok();
                 f.add(
