@@ -38,6 +38,9 @@ pub struct Args {
     accel: String,
 }
 
+/// Output lines with the second they arrived at.
+type TimedLines = Arc<Mutex<Vec<(f64, String)>>>;
+
 /// What `wait4` says about a finished child.
 #[derive(Clone, Debug, Default)]
 struct Usage {
@@ -48,11 +51,7 @@ struct Usage {
 }
 
 /// Run `cmd` to its end; each output line goes to `lines` with its time since `t0`.
-fn measured(
-    cmd: &mut Command,
-    t0: Instant,
-    lines: Option<Arc<Mutex<Vec<(f64, String)>>>>,
-) -> Result<Usage> {
+fn measured(cmd: &mut Command, t0: Instant, lines: Option<TimedLines>) -> Result<Usage> {
     let shown = format!("{cmd:?}");
     cmd.stdin(Stdio::null());
     if lines.is_some() {
@@ -973,25 +972,6 @@ build {{
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_to_epoch() {
-        assert_eq!(epoch("1970-01-01T00:00:00Z"), Some(0.0));
-        let t = epoch("2026-12-02T07:01:02.5Z").unwrap_or_default();
-        assert!((t - 1_796_194_862.5).abs() < 1e-3, "{t}");
-        assert_eq!(epoch("garbage"), None);
-    }
-
-    #[test]
-    fn min_and_median() {
-        assert_eq!(min_median(&[3.0, 1.0, 2.0]), (1.0, 2.0));
-        assert!(min_median(&[]).0.is_nan());
-    }
-}
-
 /// ISO upload to the sandbox's `…/storage/local/upload`: kiln's client (`kiln-pve` example `upload`)
 /// vs `curl -F`, the same 1 GiB file, inside the sandbox's network namespace.
 fn upload(
@@ -1112,4 +1092,23 @@ fn kvm_works() -> bool {
         nix::libc::close(vm);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_to_epoch() {
+        assert_eq!(epoch("1970-01-01T00:00:00Z"), Some(0.0));
+        let t = epoch("2026-12-02T07:01:02.5Z").unwrap_or_default();
+        assert!((t - 1_796_194_862.5).abs() < 1e-3, "{t}");
+        assert_eq!(epoch("garbage"), None);
+    }
+
+    #[test]
+    fn min_and_median() {
+        assert_eq!(min_median(&[3.0, 1.0, 2.0]), (1.0, 2.0));
+        assert!(min_median(&[]).0.is_nan());
+    }
 }
