@@ -1,7 +1,8 @@
 //! The steps of a `proxmox-iso` build, in order (each owns its cleanup):
-//! connect → iso → http_server → create_vm → start_vm → boot_command → wait_guest → provision →
+//! connect → preflight → iso → http_server → create_vm → start_vm → boot_command → wait_guest → provision →
 //! shutdown → finalize (eject ISOs, cloud-init drive, unused disks, name/description) → template.
 //! A `proxmox-clone` build replaces iso → http_server → create_vm → boot_command with clone_vm.
+//! `kiln build --preflight` runs connect → preflight only.
 
 pub mod boot;
 mod clone;
