@@ -53,7 +53,11 @@ pub fn ensure(base: &Path, hash: &str, force: bool) -> Result<PathBuf> {
         "installed test-guest disk: installing recipe {hash} under QEMU (TCG, a few minutes) ..."
     );
     let started = Instant::now();
-    let install_secs = install(&iso, &work)?;
+    let install_secs = {
+        // developers sharing a machine: take turns with other QEMU workloads (see xtask test)
+        let _lock = crate::test::qemu_lock()?;
+        install(&iso, &work)?
+    };
     let manifest = serde_json::json!({
         "recipe": hash,
         "state": STATE,

@@ -193,7 +193,8 @@ impl BackgroundGuest {
             log.display()
         );
         // the ISO, then the installed disk that e2e scenarios which do not test the installer start from
-        let child = qemu_locked(exe.as_os_str())
+        // (the installed-disk step takes KILN_QEMU_LOCK itself, around its QEMU run only)
+        let child = Command::new(exe)
             .args(["test-guest", "--installed-disk"])
             .current_dir(root)
             .stdin(std::process::Stdio::null())
@@ -259,4 +260,28 @@ fn qemu_locked(program: impl AsRef<std::ffi::OsStr>) -> Command {
         }
         _ => Command::new(program),
     }
+}
+
+/// Holds `KILN_QEMU_LOCK` (if set) until dropped; `None` when the variable is unset.
+pub fn qemu_lock() -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let Some(path) = std::env::var_os("KILN_QEMU_LOCK").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", std::path::Path::new(&path).display()))?;
+    let t = Instant::now();
+    let lock =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            anyhow::anyhow!("flock {}: {e}", std::path::Path::new(&path).display())
+        })?;
+    eprintln!(
+        "KILN_QEMU_LOCK: waited {:.0} s for {}",
+        t.elapsed().as_secs_f64(),
+        std::path::Path::new(&path).display()
+    );
+    Ok(Some(lock))
 }
