@@ -71,7 +71,9 @@ pub fn read_packer_blocks(
                                 .at(&a.file, Some(a.span.clone())),
                             );
                         }
-                        spans.push((a.key.clone(), a.file.clone(), a.span.clone()));
+                        // pin problems are about the constraint: point at the version string
+                        let at = version_span(&a.file, &a.span).unwrap_or_else(|| a.span.clone());
+                        spans.push((a.key.clone(), a.file.clone(), at));
                         req.plugins.push(RequiredPlugin {
                             name: a.key.clone(),
                             source,
@@ -100,6 +102,33 @@ pub fn read_packer_blocks(
             format!("{}:{line}", f.name)
         });
     (req, pin_at)
+}
+
+/// The span of the `"…"` literal after `version =` (or `version:`) inside a `required_plugins`
+/// entry written at `attr` (the whole `name = { … }` attribute), if it is a plain string literal.
+fn version_span(f: &SourceFile, attr: &Range<usize>) -> Option<Range<usize>> {
+    let text = f.text.get(attr.clone())?;
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("version").map(|i| i + from) {
+        from = i + "version".len();
+        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let after = text[from..].trim_start_matches([' ', '\t', '"']);
+        let Some(rest) = after.strip_prefix(['=', ':']) else {
+            continue;
+        };
+        if !word_start {
+            continue;
+        }
+        let lit = rest.trim_start_matches([' ', '\t']);
+        if !lit.starts_with('"') {
+            return None;
+        }
+        let start = text.len() - lit.len();
+        let end = lit[1..].find('"')? + 2;
+        return Some(attr.start + start..attr.start + start + end);
+    }
+    None
 }
 
 pub fn is_proxmox(p: &RequiredPlugin) -> bool {
