@@ -112,25 +112,12 @@ pub fn assign_slots(disks: &[Disk], isos: &[IsoAttach]) -> Result<(SlotList, Slo
     Ok((disk_slots, isos_out))
 }
 
-/// `20G` → GiB (rounded up), as PVE's `<pool>:<GiB>` allocation needs.
+/// `20G` → GiB (rounded up), as PVE's `<pool>:<GiB>` allocation needs; the rule validate checks
+/// ([`kiln_config::model::size::ByteSize`]).
 pub fn disk_size_gib(size: &str) -> Result<u64, String> {
-    let s = size.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| {
-        format!("disk_size {size:?}: expected a number with K, M, G or T (e.g. 20G)")
-    })?;
-    let kib = match unit {
-        "K" => n,
-        "M" => n * 1024,
-        "G" | "" => n * 1024 * 1024,
-        "T" => n * 1024 * 1024 * 1024,
-        _ => return Err(format!("disk_size {size:?}: unit must be K, M, G or T")),
-    };
-    let gib = kib.div_ceil(1024 * 1024);
-    if gib == 0 {
-        return Err(format!("disk_size {size:?} is too small"));
-    }
-    Ok(gib)
+    kiln_config::model::size::ByteSize::parse(size)
+        .map(kiln_config::model::size::ByteSize::gib_ceil)
+        .map_err(|m| format!("disk_size {size:?} {m}"))
 }
 
 fn disk_value(d: &Disk, bus: &str) -> Result<String, String> {

@@ -1166,17 +1166,11 @@ fn decode_disk(
             .at(&a.file, Some(a.span.clone())),
         );
     }
-    let size_ok = {
-        let s = disk.disk_size.as_str();
-        s.len() > 1 && s[..s.len() - 1].parse::<u64>().is_ok() && "KMGT".contains(&s[s.len() - 1..])
-    };
-    if !size_ok {
+    // the rule the build allocates by (kiln-build's disk parameter)
+    if let Err(m) = crate::model::size::ByteSize::parse(&disk.disk_size) {
         d.err_at(
             "disk_size",
-            format!(
-                "disks[{i}].disk_size \"{}\" must be a whole number followed by K, M, G or T (e.g. \"20G\")",
-                disk.disk_size
-            ),
+            format!("disks[{i}].disk_size \"{}\" {m}", disk.disk_size),
         );
     }
     const FMT: &[&str] = &["raw", "cow", "qcow", "qed", "qcow2", "vmdk", "cloop"];

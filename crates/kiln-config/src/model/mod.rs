@@ -8,6 +8,7 @@ pub mod keys;
 mod locations;
 mod provisioner;
 mod proxmox;
+pub mod size;
 
 pub use keys::{default_vm_name, DEFAULT_BOOT_KEY_INTERVAL};
 pub use locations::KeyLocations;
