@@ -63,8 +63,9 @@ fn sh(cmd: &mut Command) -> (bool, String) {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("kiln-fm-{}", std::process::id());
+    /// `tag` keeps the two tests of this file apart when they run in parallel.
+    fn new(tag: &str) -> Netns {
+        let name = format!("kiln-fm{tag}-{}", std::process::id());
         let (ok, out) = sh(Command::new("ip").args(["netns", "add", &name]));
         assert!(ok, "ip netns add {name}: {out}");
         sh(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
@@ -632,7 +633,7 @@ fn fault_matrix() {
     let only = std::env::var("KILN_FAULT_MATRIX_ONLY").unwrap_or_default();
     let tmp = must(tempfile::tempdir(), "temp dir");
     let fx = fixture(tmp.path());
-    let ns = Netns::new();
+    let ns = Netns::new("m");
     ns.drop_incoming();
     let firewall = ns.ruleset();
     let state = fx.dir.join("sb");
@@ -843,7 +844,7 @@ fn second_sigint_lists_the_leftovers_and_exits() {
     kiln_testguest::require_e2e();
     let tmp = must(tempfile::tempdir(), "temp dir");
     let fx = fixture(tmp.path());
-    let ns = Netns::new();
+    let ns = Netns::new("s");
     ns.drop_incoming();
     let firewall = ns.ruleset();
     let state = fx.dir.join("sb");
