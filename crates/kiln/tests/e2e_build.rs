@@ -6,7 +6,10 @@
 //! 1. wrong password → exit 1, clear message, nothing created;
 //! 2. failed create task (sandbox fault injection) → exit 1, no VM, no generated ISO;
 //! 3. the full build → exit 0, the seed's sequence in the sandbox's events.jsonl and kiln's output,
-//!    HTTP port closed; then a linked clone of the template boots, cloud-init runs again, and SSH
+//!    HTTP port closed; its SSH session goes through a bastion (a second sshd in the namespace: its
+//!    log shows kiln's login and the direct-tcpip channels to the guest's port 22), `vm_name =
+//!    "x-{{ timestamp }}"` reaches PVE rendered, `cloud_init_disable_upgrade_packages` is `ciupgrade: 0`
+//!    in the template's config, and the shell-local post-processor wrote its note; then a linked clone of the template boots, cloud-init runs again, and SSH
 //!    shows the file the Ansible playbook wrote;
 //!    Then (3b) `proxmox-clone` (examples/test-guest-clone): a linked clone of a VM that is not a
 //!    template is refused (exit 1, nothing created); a linked clone of template 9000 is provisioned
