@@ -143,11 +143,27 @@ pub fn ansible_command_line(
             } else {
                 b.host.clone()
             };
-            ssh_extra.push_str(&format!(" -o ProxyJump={}@{host}:{}", b.username, b.port));
-            notes.push(format!(
-                "Ansible reaches the VM through the bastion with `-o ProxyJump={}@{host}:{}`: ssh must be able to log in to the bastion with your agent or default keys",
-                b.username, b.port
-            ));
+            let key = b.auth.iter().find_map(|a| match a {
+                kiln_guest::SshAuth::PrivateKeyFile { path, .. } => Some(path.clone()),
+                _ => None,
+            });
+            if let Some(k) = key {
+                // the jump hop gets ssh_bastion_private_key_file too (a ProxyJump hop would only
+                // try the agent and the default keys)
+                ssh_extra.push_str(&format!(
+                    " -o ProxyCommand=\"ssh -W %h:%p -i '{}' -p {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {}@{}\"",
+                    k.display(),
+                    b.port,
+                    b.username,
+                    b.host
+                ));
+            } else {
+                ssh_extra.push_str(&format!(" -o ProxyJump={}@{host}:{}", b.username, b.port));
+                notes.push(format!(
+                    "Ansible reaches the VM through the bastion with `-o ProxyJump={}@{host}:{}`: ssh must be able to log in to the bastion with your agent or default keys",
+                    b.username, b.port
+                ));
+            }
         }
     }
     args.push(ssh_extra);
