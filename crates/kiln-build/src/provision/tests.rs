@@ -616,6 +616,22 @@ fn ansible_command_line_has_no_secrets() {
         .args
         .iter()
         .any(|x| x == "-o ForwardAgent=yes -o ProxyJump=ops@jump.example:2200"));
+    // with ssh_bastion_private_key_file the jump hop is told the key (ProxyJump would not use it)
+    if let Some(b) = ssh.bastion.as_mut() {
+        b.auth = vec![kiln_guest::SshAuth::PrivateKeyFile {
+            path: "/keys/jump key".into(),
+            passphrase: None,
+        }];
+    }
+    let mut ctx3 = env.ctx(None);
+    ctx3.ssh = Some(&ssh);
+    let plan = ansible_command_line(&a, &ctx3, Path::new("/i"), None, None).expect("plan");
+    assert!(
+        plan.args.iter().any(|x| x
+            == "-o ForwardAgent=yes -o ProxyCommand=\"ssh -W %h:%p -i '/keys/jump key' -p 2200 -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ops@jump.example\""),
+        "{:?}",
+        plan.args
+    );
     a.ansible_env_vars = vec!["bad".into()];
     assert!(ansible_command_line(&a, &ctx, Path::new("/i"), None, None).is_err());
 }
