@@ -15,10 +15,10 @@ pub struct Args {
     /// Cargo profile of the packaged binary (`release` for a real package; the test suite packages its
     /// already built `dev` binary to test the packaging quickly)
     #[arg(long, default_value = "release")]
-    profile: String,
+    pub profile: String,
     /// After building: install with dpkg, check the installed binary, man page and completions, remove
     #[arg(long)]
-    smoke: bool,
+    pub smoke: bool,
 }
 
 /// Where the completions of each shell go in a Debian package.

@@ -93,13 +93,12 @@ pub fn run(args: Args) -> Result<()> {
     if !args.quick {
         phase("dist (.deb smoke)", &mut || {
             // packages the dev binary just built (a release build would cost CI minutes), installs the
-            // .deb, checks --version, man page and completions from the installed files, purges it
-            let exe = std::env::current_exe().context("locating the xtask binary")?;
-            crate::run_cmd(
-                Command::new(exe)
-                    .args(["dist", "--profile", "dev", "--smoke"])
-                    .current_dir(&root),
-            )
+            // .deb, checks --version, man page and completions from the installed files, purges it.
+            // In-process: `cargo build --workspace` may just have replaced this very xtask binary.
+            crate::dist::run(crate::dist::Args {
+                profile: "dev".into(),
+                smoke: true,
+            })
         })?;
     }
     // Two runs: everything that is not end-to-end in parallel (unit and API tests), then the
