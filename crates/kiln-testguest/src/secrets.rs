@@ -98,9 +98,14 @@ impl fmt::Display for Report {
     }
 }
 
+/// Guest media: disk images and CD images hold the guest's own data by design (its `/etc/shadow`,
+/// the cloud-init seed with the password hash the template asked for). They are the guest's, not
+/// kiln's output, so the scan leaves them out (and lists them as skipped).
+pub const GUEST_MEDIA: &[&str] = &[".qcow2", ".raw", ".img", ".iso", ".vmdk", ".fd"];
+
 /// Scan files and directories (recursively) for `secrets`. Files whose name is in `exclude`
-/// (e.g. the private key file itself) and files over 64 MiB are skipped; binary files are
-/// scanned as bytes.
+/// (e.g. the private key file itself), guest media ([`GUEST_MEDIA`]) and files over 64 MiB are
+/// skipped; other binary files are scanned as bytes.
 pub fn scan(paths: &[PathBuf], secrets: &[Secret], exclude: &[&str]) -> Report {
     let forms: Vec<(String, &'static str, String)> = secrets
         .iter()
@@ -132,7 +137,8 @@ pub fn scan(paths: &[PathBuf], secrets: &[Secret], exclude: &[&str]) -> Report {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if exclude.contains(&name.as_str()) || meta.len() > MAX_FILE {
+        let media = GUEST_MEDIA.iter().any(|ext| name.ends_with(ext));
+        if exclude.contains(&name.as_str()) || media || meta.len() > MAX_FILE {
             report.skipped.push(p);
             continue;
         }
@@ -244,5 +250,25 @@ mod tests {
             &[],
         );
         assert_eq!((r.files, r.hits.len()), (1, 0));
+    }
+
+    #[test]
+    fn guest_media_are_skipped_but_logs_beside_them_are_not() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let hash = "$6$salt$0123456789abcdef";
+        // a guest disk and a cloud-init CD hold the hash by design
+        std::fs::write(d.path().join("vm-9100-disk-0.qcow2"), hash).expect("w");
+        std::fs::write(d.path().join("vm-9000-cloudinit.iso"), hash).expect("w");
+        // kiln's own log must not
+        std::fs::write(d.path().join("build.log"), format!("user-data: {hash}\n")).expect("w");
+        let r = scan(
+            &[d.path().to_path_buf()],
+            &[Secret::new("password_hash", hash)],
+            &[],
+        );
+        assert_eq!(r.files, 1);
+        assert_eq!(r.skipped.len(), 2);
+        assert_eq!(r.hits.len(), 1);
+        assert!(r.hits[0].file.ends_with("build.log"));
     }
 }

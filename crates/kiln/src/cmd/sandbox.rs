@@ -306,7 +306,7 @@ async fn serve(a: ServeArgs) -> CmdResult {
         "state": a.state,
         "network": network,
     });
-    println!("{line}");
+    // the handlers first, then the ready line: a signal sent as soon as the line is read must find them
     use tokio::signal::unix::{signal, SignalKind};
     let (mut int, mut term, mut hup) = match (
         signal(SignalKind::interrupt()),
@@ -320,6 +320,7 @@ async fn serve(a: ServeArgs) -> CmdResult {
             return Ok(Code::Failed);
         }
     };
+    println!("{line}");
     // SIGINT, SIGTERM and SIGHUP all get the same cleanup (VMs stopped, network torn down)
     let interrupted = tokio::select! {
         _ = int.recv() => true,
