@@ -185,6 +185,21 @@ pub fn ensure(what: &str, needs: &[Need], opts: Options) -> Result<()> {
     for line in &plan.notes {
         eprintln!("{what}: {line}");
     }
+    if let Err(e) = crate::run_cmd(&mut install_command(&plan)) {
+        // a download 404 means stale lists: update once, then plan and install again
+        eprintln!(
+            "{what}: apt-get install failed ({e:#}); running apt-get update and retrying once"
+        );
+        crate::run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+        let plan = resolve(&request)?;
+        crate::run_cmd(&mut install_command(&plan))?;
+    }
+    verify(what, needs)
+}
+
+/// The real install of a simulated plan: never removes (`--no-remove`), downgrades only when the plan
+/// chose to.
+fn install_command(plan: &Plan) -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.args([
         "install",
@@ -199,31 +214,7 @@ pub fn ensure(what: &str, needs: &[Need], opts: Options) -> Result<()> {
     cmd.args(&plan.args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("LC_ALL", "C");
-    if let Err(e) = crate::run_cmd(&mut cmd) {
-        // a download 404 means stale lists: update once, then plan and install again
-        eprintln!(
-            "{what}: apt-get install failed ({e:#}); running apt-get update and retrying once"
-        );
-        crate::run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-        let plan = resolve(&request)?;
-        let mut cmd = Command::new("apt-get");
-        cmd.args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "--no-remove",
-        ]);
-        if !plan.sim.downgrades.is_empty() {
-            cmd.arg("--allow-downgrades");
-        }
-        crate::run_cmd(
-            cmd.args(&plan.args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .env("LC_ALL", "C"),
-        )?;
-    }
-    verify(what, needs)
+    cmd
 }
 
 /// Every binary/file of every need exists; otherwise an error naming the package of each missing one.
