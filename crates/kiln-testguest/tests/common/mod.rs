@@ -165,10 +165,11 @@ pub fn edit_style(ds: &str) -> String {
     format!("e<down><down><down><end> autoinstall {ds}<f10>")
 }
 
-/// GRUB console style (`c`, then linux/initrd/boot).
+/// GRUB console style (`c`, then linux/initrd/boot). GRUB reads no keys while `linux` and `initrd` load
+/// their files (slow over AHCI under TCG), so each is followed by `<wait5>`, as templates for slow hosts do.
 pub fn console_style(ds: &str) -> String {
     format!(
-        "c<wait>linux /casper/vmlinuz --- autoinstall {ds}<enter><wait>initrd /casper/initrd<enter><wait>boot<enter>"
+        "c<wait>linux /casper/vmlinuz --- autoinstall {ds}<enter><wait5>initrd /casper/initrd<enter><wait5>boot<enter>"
     )
 }
 
