@@ -4,7 +4,7 @@
 //! `proxmox-iso` build; the steps after it (start, wait, provision, shutdown, finalize, template)
 //! are the same. Its cleanup deletes the clone when the build fails, like the create step's.
 
-use super::vm::{remove_vm, vm_key, vm_manual_commands, StepCreateVm, CLEANUP_BACKOFF};
+use super::vm::{vm_key, vm_manual_commands, StepCreateVm};
 use super::{pve_err, BuildState, StepError};
 use crate::params::create_params;
 use crate::pipeline::{Outcome, Step, StepContext};
@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use kiln_config::model::{IpConfig, ProxmoxIsoConfig};
 use kiln_pve::{CloneOptions, ResourceType};
 use std::path::Path;
-use std::time::Duration;
 
 /// The VM to clone, as found on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,32 +284,7 @@ impl Step<BuildState> for StepCloneVm {
     }
 
     async fn cleanup(&mut self, cx: &StepContext, st: &mut BuildState, outcome: Outcome) {
-        if outcome == Outcome::Success {
-            if let Some(vmid) = st.vmid {
-                crate::leftovers::remove(&vm_key(&st.node, vmid)); // it is the artifact
-            }
-        }
-        if !outcome.undo_remote() || !st.vm_created {
-            return;
-        }
-        let (Some(client), Some(vmid)) = (st.client.clone(), st.vmid) else {
-            return;
-        };
-        let node = st.node.clone();
-        let gone = remove_vm(
-            cx,
-            &client,
-            &node,
-            vmid,
-            &st.wait_opts(),
-            &CLEANUP_BACKOFF,
-            Duration::from_secs(15),
-        )
-        .await;
-        if gone {
-            st.vm_created = false;
-            crate::leftovers::remove(&vm_key(&node, vmid));
-        }
+        super::vm::cleanup_vm(cx, st, outcome).await;
     }
 }
 

@@ -185,32 +185,38 @@ impl Step<BuildState> for StepCreateVm {
     }
 
     async fn cleanup(&mut self, cx: &StepContext, st: &mut BuildState, outcome: Outcome) {
-        if outcome == Outcome::Success {
-            if let Some(vmid) = st.vmid {
-                crate::leftovers::remove(&vm_key(&st.node, vmid)); // it is the artifact
-            }
+        cleanup_vm(cx, st, outcome).await;
+    }
+}
+
+/// The cleanup of a step that made the build's VM (create or clone): on success the VM is the artifact;
+/// otherwise it is removed (retried, and the manual command printed when in doubt).
+pub(crate) async fn cleanup_vm(cx: &StepContext, st: &mut BuildState, outcome: Outcome) {
+    if outcome == Outcome::Success {
+        if let Some(vmid) = st.vmid {
+            crate::leftovers::remove(&vm_key(&st.node, vmid)); // it is the artifact
         }
-        if !outcome.undo_remote() || !st.vm_created {
-            return;
-        }
-        let (Some(client), Some(vmid)) = (st.client.clone(), st.vmid) else {
-            return;
-        };
-        let node = st.node.clone();
-        let gone = remove_vm(
-            cx,
-            &client,
-            &node,
-            vmid,
-            &st.wait_opts(),
-            &CLEANUP_BACKOFF,
-            Duration::from_secs(15),
-        )
-        .await;
-        if gone {
-            st.vm_created = false;
-            crate::leftovers::remove(&vm_key(&node, vmid));
-        }
+    }
+    if !outcome.undo_remote() || !st.vm_created {
+        return;
+    }
+    let (Some(client), Some(vmid)) = (st.client.clone(), st.vmid) else {
+        return;
+    };
+    let node = st.node.clone();
+    let gone = remove_vm(
+        cx,
+        &client,
+        &node,
+        vmid,
+        &st.wait_opts(),
+        &CLEANUP_BACKOFF,
+        Duration::from_secs(15),
+    )
+    .await;
+    if gone {
+        st.vm_created = false;
+        crate::leftovers::remove(&vm_key(&node, vmid));
     }
 }
 
