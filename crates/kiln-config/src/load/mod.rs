@@ -90,6 +90,158 @@ struct VarDecl {
     value_at: Option<(Arc<SourceFile>, std::ops::Range<usize>)>,
 }
 
+impl VarDecl {
+    /// The error for a value that does not convert to the declared type: at the value, or at
+    /// the declaration when the value is sensitive (it is not shown) or came from the CLI/env.
+    fn conversion_error(&self, m: &str) -> Diag {
+        let msg = format!(
+            "invalid value for variable \"{}\": {m} (type {})",
+            self.name, self.type_expr
+        );
+        match &self.value_at {
+            // a sensitive value is not shown: point at the declaration
+            Some((f, s)) if self.sensitive => Diag::error(msg)
+                .at(&self.block.file, Some(self.block.span.clone()))
+                .with_help(format!(
+                    "the (sensitive) value was set at {}",
+                    loc_of(f, s).map(|l| l.to_string()).unwrap_or_default()
+                )),
+            Some((f, s)) => Diag::error(msg).at(f, Some(s.clone())),
+            None => Diag::error(msg).at(&self.block.file, Some(self.block.span.clone())),
+        }
+    }
+
+    fn info(&self) -> VariableInfo {
+        VariableInfo {
+            name: self.name.clone(),
+            type_expr: self.type_expr.clone(),
+            description: self.description.clone(),
+            sensitive: self.sensitive,
+            value: self.value.clone(),
+            source: self.source,
+            location: loc_of(&self.block.file, &self.block.span),
+        }
+    }
+}
+
+/// Result of "collect files".
+struct Inputs {
+    cwd: PathBuf,
+    /// the template directory (`path.root`)
+    root: PathBuf,
+    templates: Vec<PathBuf>,
+    /// `*.auto.pkrvars.{hcl,json}` of the template directory
+    auto_vars: Vec<PathBuf>,
+}
+
+/// Result of "top-level structure": the blocks of all template files, by kind.
+#[derive(Default)]
+struct TopLevel {
+    var_blocks: Vec<RawBlock>,
+    /// `locals {}` attributes and `local "x" {}` blocks (with their `sensitive` flag)
+    local_attrs: Vec<(RawAttr, bool)>,
+    packer_blocks: Vec<RawBlock>,
+    sources: IndexMap<(String, String), RawBlock>,
+    builds: Vec<RawBlock>,
+    data_blocks: Vec<RawBlock>,
+}
+
+/// What every evaluation sees: `path.*`, `packer.*`, the working directory and the clock.
+struct EvalBase {
+    path_obj: Value,
+    packer_obj: Value,
+    cwd: PathBuf,
+    now: time::OffsetDateTime,
+}
+
+impl EvalBase {
+    fn new(opts: &LoadOptions, inputs: &Inputs) -> EvalBase {
+        let mut path_obj = Map::new();
+        path_obj.insert(
+            "root".into(),
+            Value::String(inputs.root.display().to_string()),
+        );
+        path_obj.insert(
+            "cwd".into(),
+            Value::String(inputs.cwd.display().to_string()),
+        );
+        let mut packer_obj = Map::new();
+        packer_obj.insert(
+            "version".into(),
+            Value::String(PACKER_COMPAT_VERSION.into()),
+        );
+        EvalBase {
+            path_obj: Value::Object(path_obj),
+            packer_obj: Value::Object(packer_obj),
+            cwd: inputs.cwd.clone(),
+            now: opts.now.unwrap_or_else(time::OffsetDateTime::now_utc),
+        }
+    }
+
+    /// Globals without variables; `env()` only where `allow_env` (variable defaults).
+    fn globals(&self, allow_env: bool) -> Globals {
+        Globals::new(
+            FuncContext {
+                cwd: self.cwd.clone(),
+                allow_env,
+                now: self.now,
+            },
+            self.path_obj.clone(),
+            self.packer_obj.clone(),
+        )
+    }
+}
+
+/// Result of "locals".
+#[derive(Default)]
+struct Locals {
+    infos: Vec<LocalInfo>,
+    /// locals declared `sensitive = true` (not merely derived from a sensitive variable)
+    declared_sensitive: HashSet<String>,
+}
+
+/// Every string a build log must mask, longest first: sensitive variables and declared
+/// sensitive locals, sensitive settings, values derived from sensitive variables, and the
+/// lines of the private key files.
+fn sensitive_values(
+    decls: &IndexMap<String, VarDecl>,
+    locals: &Locals,
+    runs: &[SourceRun],
+    g: &Globals,
+    inputs: &Inputs,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in decls.values().filter(|d| d.sensitive) {
+        if let Some(v) = &d.value {
+            collect_strings(v, &mut out);
+        }
+    }
+    for li in locals
+        .infos
+        .iter()
+        .filter(|l| locals.declared_sensitive.contains(&l.name))
+    {
+        if let Some(v) = &li.value {
+            collect_strings(v, &mut out);
+        }
+    }
+    for r in runs {
+        out.extend(crate::model::keys::sensitive_settings(&r.config));
+    }
+    out.extend(g.derived_sensitive.borrow().iter().cloned());
+    for r in runs {
+        // the private key's content (a build log must never show it)
+        if let Some(k) = &r.config.communicator.ssh_private_key_file {
+            out.extend(private_key_lines(&inputs.root, k));
+            out.extend(private_key_lines(&inputs.cwd, k));
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
 fn display_name(p: &Path, cwd: &Path) -> String {
     match p.strip_prefix(cwd) {
         Ok(r) if !r.as_os_str().is_empty() => r.display().to_string(),
@@ -118,7 +270,49 @@ impl<'o> Loader<'o> {
         }
     }
 
+    /// The loader's phases, in order; each one's result is passed on explicitly.
     fn run(&mut self, path: &Path) -> Option<BuildPlan> {
+        let inputs = self.collect_files(path)?;
+        let (mut files, bodies) = self.parse(&inputs);
+        let top = self.top_level(&bodies);
+        let base = EvalBase::new(self.opts, &inputs);
+
+        // variables: declared, assigned (env, var files, -var), converted to their types
+        let mut default_globals = base.globals(true);
+        default_globals.env = self.opts.env.clone();
+        let mut decls = self.declare_variables(&top.var_blocks, &default_globals);
+        self.assign_env_vars(&mut decls);
+        self.assign_var_files(&mut decls, &inputs, &mut files, &default_globals);
+        self.assign_cli_vars(&mut decls);
+        self.convert_variables(&mut decls);
+
+        // globals for everything else: locals, the packer block, sources and builds
+        let mut g = self.globals(&decls, &top.data_blocks, &base);
+        self.check_validations(&decls, &g);
+        let locals = self.evaluate_locals(&top.local_attrs, &mut g);
+        let (required, pin_at) = packer::read_packer_blocks(
+            &top.packer_blocks,
+            &g,
+            &mut self.errors,
+            &mut self.warnings,
+        );
+        let (runs, other_runs) = self.evaluate_builds(&top, &g, (&required, pin_at.as_deref()));
+        let sensitive_values = sensitive_values(&decls, &locals, &runs, &g, &inputs);
+        Some(BuildPlan {
+            runs,
+            other_runs,
+            variables: decls.values().map(VarDecl::info).collect(),
+            locals: locals.infos,
+            sensitive_values,
+            required,
+            root: inputs.root,
+            files,
+        })
+    }
+
+    /// Phase "collect files": the template files (and, for a directory, its auto-loaded
+    /// variable files), sorted.
+    fn collect_files(&mut self, path: &Path) -> Option<Inputs> {
         let cwd = match &self.opts.cwd {
             Some(c) => c.clone(),
             None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -136,72 +330,99 @@ impl<'o> Loader<'o> {
                 return None;
             }
         };
-        // collect files
         let (root, mut templates, mut auto_vars) = if meta.is_dir() {
-            let mut t = Vec::new();
-            let mut a = Vec::new();
-            let mut json = Vec::new();
-            let rd = match std::fs::read_dir(&abs) {
-                Ok(rd) => rd,
-                Err(e) => {
-                    self.errors
-                        .push(Diag::error(format!("cannot list {}: {e}", path.display())));
-                    return None;
-                }
-            };
-            for ent in rd.flatten() {
-                let p = ent.path();
-                let name = ent.file_name().to_string_lossy().to_string();
-                // follow symlinks, as Packer does
-                if !std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
-                    continue;
-                }
-                if name.ends_with(".pkr.hcl") {
-                    t.push(p);
-                } else if name.ends_with(".auto.pkrvars.hcl")
-                    || name.ends_with(".auto.pkrvars.json")
-                {
-                    a.push(p);
-                } else if name.ends_with(".pkr.json") {
-                    json.push(p);
-                }
-            }
-            if !json.is_empty() {
-                self.errors.push(Diag::error(format!(
-                    "{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`",
-                    display_name(&json[0], &cwd)
-                )));
-                return None;
-            }
-            if t.is_empty() {
-                self.errors.push(Diag::error(format!(
-                    "{}: no *.pkr.hcl template files in this directory",
-                    path.display()
-                )));
-                return None;
-            }
+            let (t, a) = self.collect_dir(path, &abs, &cwd)?;
             (path.to_path_buf(), t, a)
         } else {
-            let name = abs
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            if name.ends_with(".json") {
-                self.errors.push(Diag::error(format!(
-                    "{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`",
-                    path.display()
-                )));
+            (
+                self.collect_single(path, &abs)?,
+                vec![abs.clone()],
+                Vec::new(),
+            )
+        };
+        templates.sort();
+        auto_vars.sort();
+        Some(Inputs {
+            cwd,
+            root,
+            templates,
+            auto_vars,
+        })
+    }
+
+    /// The `*.pkr.hcl` and `*.auto.pkrvars.{hcl,json}` files of a directory.
+    fn collect_dir(
+        &mut self,
+        path: &Path,
+        abs: &Path,
+        cwd: &Path,
+    ) -> Option<(Vec<PathBuf>, Vec<PathBuf>)> {
+        let mut t = Vec::new();
+        let mut a = Vec::new();
+        let mut json = Vec::new();
+        let rd = match std::fs::read_dir(abs) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.errors
+                    .push(Diag::error(format!("cannot list {}: {e}", path.display())));
                 return None;
             }
-            if name.ends_with(".pkrvars.hcl") {
-                self.errors.push(Diag::error(format!(
-                    "{}: this is a variables file; pass it with -var-file and give the template directory",
-                    path.display()
-                )));
-                return None;
+        };
+        for ent in rd.flatten() {
+            let p = ent.path();
+            let name = ent.file_name().to_string_lossy().to_string();
+            // follow symlinks, as Packer does
+            if !std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
+                continue;
             }
-            let parent = path
-                .parent()
+            if name.ends_with(".pkr.hcl") {
+                t.push(p);
+            } else if name.ends_with(".auto.pkrvars.hcl") || name.ends_with(".auto.pkrvars.json") {
+                a.push(p);
+            } else if name.ends_with(".pkr.json") {
+                json.push(p);
+            }
+        }
+        if !json.is_empty() {
+            self.errors.push(Diag::error(format!(
+                "{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`",
+                display_name(&json[0], cwd)
+            )));
+            return None;
+        }
+        if t.is_empty() {
+            self.errors.push(Diag::error(format!(
+                "{}: no *.pkr.hcl template files in this directory",
+                path.display()
+            )));
+            return None;
+        }
+        Some((t, a))
+    }
+
+    /// A single template file: refuses JSON templates and variables files; returns the root
+    /// (the file's directory).
+    fn collect_single(&mut self, path: &Path, abs: &Path) -> Option<PathBuf> {
+        let name = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if name.ends_with(".json") {
+            self.errors.push(Diag::error(format!(
+                "{}: JSON templates are not supported yet; convert it with `packer hcl2_upgrade`",
+                path.display()
+            )));
+            return None;
+        }
+        if name.ends_with(".pkrvars.hcl") {
+            self.errors.push(Diag::error(format!(
+                "{}: this is a variables file; pass it with -var-file and give the template directory",
+                path.display()
+            )));
+            return None;
+        }
+        Some(
+            path.parent()
                 .map(|p| {
                     if p.as_os_str().is_empty() {
                         PathBuf::from(".")
@@ -209,17 +430,16 @@ impl<'o> Loader<'o> {
                         p.to_path_buf()
                     }
                 })
-                .unwrap_or_else(|| PathBuf::from("."));
-            (parent, vec![abs.clone()], Vec::new())
-        };
-        templates.sort();
-        auto_vars.sort();
+                .unwrap_or_else(|| PathBuf::from(".")),
+        )
+    }
 
-        // parse
+    /// Phase "parse": the files read (in order) and the bodies that parsed.
+    fn parse(&mut self, inputs: &Inputs) -> (Vec<PathBuf>, Vec<RawBody>) {
         let mut files = Vec::new();
         let mut bodies = Vec::new();
-        for p in &templates {
-            let Some(f) = self.read(p, &cwd) else {
+        for p in &inputs.templates {
+            let Some(f) = self.read(p, &inputs.cwd) else {
                 continue;
             };
             files.push(p.clone());
@@ -228,213 +448,228 @@ impl<'o> Loader<'o> {
                 Err(d) => self.errors.push(d),
             }
         }
+        (files, bodies)
+    }
 
-        // top-level structure
-        let mut var_blocks: Vec<RawBlock> = Vec::new();
-        let mut local_attrs: Vec<(RawAttr, bool)> = Vec::new();
-        let mut packer_blocks: Vec<RawBlock> = Vec::new();
-        let mut sources: IndexMap<(String, String), RawBlock> = IndexMap::new();
-        let mut builds: Vec<RawBlock> = Vec::new();
-        let mut data_blocks: Vec<RawBlock> = Vec::new();
-        for body in &bodies {
-            for item in &body.items {
-                match item {
-                    RawItem::Attr(a) => self.errors.push(
-                        Diag::error(format!(
-                            "unsupported argument \"{}\": an argument named \"{}\" is not expected at the top level of a template",
-                            a.key, a.key
-                        ))
-                        .at(&a.file, Some(a.span.clone()))
-                        .with_help("values for variables belong in a *.pkrvars.hcl file passed with -var-file"),
-                    ),
-                    RawItem::Block(b) => match b.ident.as_str() {
-                        "variable" => {
-                            if b.labels.len() != 1 {
-                                self.err_block(b, "a variable block needs exactly one label (its name)");
-                            } else if var_blocks.iter().any(|v| v.labels[0] == b.labels[0]) {
-                                self.err_block(b, &format!("duplicate variable \"{}\"", b.labels[0]));
-                            } else {
-                                var_blocks.push(b.clone());
-                            }
-                        }
-                        "variables" => {
-                            // legacy form: variables { name = default }
-                            for a in b.body.attrs() {
-                                let mut inner = RawBody::default();
-                                inner.items.push(RawItem::Attr(RawAttr {
-                                    key: "default".into(),
-                                    ..a.clone()
-                                }));
-                                var_blocks.push(RawBlock {
-                                    ident: "variable".into(),
-                                    labels: vec![a.key.clone()],
-                                    body: inner,
-                                    span: a.span.clone(),
-                                    file: a.file.clone(),
-                                });
-                            }
-                        }
-                        "locals" => {
-                            for a in b.body.attrs() {
-                                local_attrs.push((a.clone(), false));
-                            }
-                            for inner in b.body.blocks() {
-                                self.err_block(inner, "blocks are not allowed inside locals {}");
-                            }
-                        }
-                        "local" => {
-                            if b.labels.len() != 1 {
-                                self.err_block(b, "a local block needs exactly one label (its name)");
-                                continue;
-                            }
-                            let sensitive = matches!(b.body.attr("sensitive").map(|a| &a.expr), Some(hcl::Expression::Bool(true)));
-                            match b.body.attr("expression") {
-                                Some(a) => local_attrs.push((
-                                    RawAttr {
-                                        key: b.labels[0].clone(),
-                                        ..a.clone()
-                                    },
-                                    sensitive,
-                                )),
-                                None => self.err_block(b, &format!("local \"{}\": expression is required", b.labels[0])),
-                            }
-                            for a in b.body.attrs() {
-                                if a.key != "expression" && a.key != "sensitive" {
-                                    self.errors.push(
-                                        Diag::error(format!("unknown key \"{}\" in local block (expected expression, sensitive)", a.key))
-                                            .at(&a.file, Some(a.span.clone())),
-                                    );
-                                }
-                            }
-                        }
-                        "packer" => packer_blocks.push(b.clone()),
-                        "source" => {
-                            if b.labels.len() != 2 {
-                                self.err_block(b, "a source block needs two labels: source \"<type>\" \"<name>\"");
-                                continue;
-                            }
-                            let key = (b.labels[0].clone(), b.labels[1].clone());
-                            if sources.contains_key(&key) {
-                                self.err_block(b, &format!("duplicate source \"{}.{}\"", key.0, key.1));
-                            } else {
-                                sources.insert(key, b.clone());
-                            }
-                        }
-                        "build" => builds.push(b.clone()),
-                        "data" => {
-                            let ty = b.labels.first().cloned().unwrap_or_default();
-                            self.err_block(b, &format!("not supported: data source \"{ty}\" (kiln does not run Packer data sources; pass the value as a variable instead)"));
-                            data_blocks.push(b.clone());
-                        }
-                        "hcp_packer_registry" => {}
-                        other => {
-                            let known = ["variable", "variables", "locals", "local", "packer", "source", "build", "data"];
-                            let mut d = Diag::error(format!("unsupported block type \"{other}\" at the top level of a template"))
-                                .at(&b.file, Some(b.span.clone()));
-                            if let Some(s) = ebody::did_you_mean(other, &known) {
-                                d = d.with_help(format!("did you mean \"{s}\"?"));
-                            }
-                            self.errors.push(d);
-                        }
-                    },
-                }
+    /// Phase "top-level structure": the blocks of every file, sorted by kind.
+    fn top_level(&mut self, bodies: &[RawBody]) -> TopLevel {
+        let mut top = TopLevel::default();
+        for item in bodies.iter().flat_map(|b| &b.items) {
+            match item {
+                RawItem::Attr(a) => self.errors.push(
+                    Diag::error(format!(
+                        "unsupported argument \"{}\": an argument named \"{}\" is not expected at the top level of a template",
+                        a.key, a.key
+                    ))
+                    .at(&a.file, Some(a.span.clone()))
+                    .with_help("values for variables belong in a *.pkrvars.hcl file passed with -var-file"),
+                ),
+                RawItem::Block(b) => self.top_level_block(b, &mut top),
             }
         }
+        top
+    }
 
-        let now = self.opts.now.unwrap_or_else(time::OffsetDateTime::now_utc);
-        let path_obj = {
-            let mut m = Map::new();
-            m.insert("root".into(), Value::String(root.display().to_string()));
-            m.insert("cwd".into(), Value::String(cwd.display().to_string()));
-            Value::Object(m)
-        };
-        let packer_obj = {
-            let mut m = Map::new();
-            m.insert(
-                "version".into(),
-                Value::String(PACKER_COMPAT_VERSION.into()),
-            );
-            Value::Object(m)
-        };
-        let fctx = |allow_env: bool| FuncContext {
-            cwd: cwd.clone(),
-            allow_env,
-            now,
-        };
-
-        // ---- variables ----
-        let mut default_globals = Globals::new(fctx(true), path_obj.clone(), packer_obj.clone());
-        default_globals.env = self.opts.env.clone();
-        let mut decls: IndexMap<String, VarDecl> = IndexMap::new();
-        for b in &var_blocks {
-            let name = b.labels[0].clone();
-            let mut ty = Type::Any;
-            let mut type_expr = "any".to_string();
-            if let Some(a) = b.body.attr("type") {
-                match Type::parse(&a.expr) {
-                    Ok(t) => {
-                        type_expr = t.display();
-                        ty = t;
-                    }
-                    Err(m) => self.errors.push(
-                        Diag::error(format!("variable \"{name}\": {m}"))
-                            .at(&a.file, Some(a.span.clone())),
-                    ),
+    fn top_level_block(&mut self, b: &RawBlock, top: &mut TopLevel) {
+        match b.ident.as_str() {
+            "variable" => {
+                if b.labels.len() != 1 {
+                    self.err_block(b, "a variable block needs exactly one label (its name)");
+                } else if top.var_blocks.iter().any(|v| v.labels[0] == b.labels[0]) {
+                    self.err_block(b, &format!("duplicate variable \"{}\"", b.labels[0]));
+                } else {
+                    top.var_blocks.push(b.clone());
                 }
             }
-            let scope = Scope::root(&default_globals);
-            let mut description = None;
-            let mut sensitive = false;
-            let mut value = None;
-            for a in b.body.attrs() {
-                match a.key.as_str() {
-                    "type" | "nullable" => {}
-                    "default" => match scope.eval(&a.expr) {
-                        Ok(v) => value = Some(v),
-                        Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
-                    },
-                    "description" => description = scope.eval(&a.expr).ok().and_then(|v| if let Value::String(s) = v { Some(s) } else { None }),
-                    "sensitive" => sensitive = matches!(scope.eval(&a.expr), Ok(Value::Bool(true))),
-                    other => self.errors.push(
-                        Diag::error(format!("unknown key \"{other}\" in variable \"{name}\" (expected type, default, description, sensitive, validation, nullable)"))
-                            .at(&a.file, Some(a.span.clone())),
-                    ),
+            "variables" => {
+                // legacy form: variables { name = default }
+                for a in b.body.attrs() {
+                    let mut inner = RawBody::default();
+                    inner.items.push(RawItem::Attr(RawAttr {
+                        key: "default".into(),
+                        ..a.clone()
+                    }));
+                    top.var_blocks.push(RawBlock {
+                        ident: "variable".into(),
+                        labels: vec![a.key.clone()],
+                        body: inner,
+                        span: a.span.clone(),
+                        file: a.file.clone(),
+                    });
                 }
             }
-            for inner in b.body.blocks() {
-                if inner.ident != "validation" {
+            "locals" => {
+                for a in b.body.attrs() {
+                    top.local_attrs.push((a.clone(), false));
+                }
+                for inner in b.body.blocks() {
+                    self.err_block(inner, "blocks are not allowed inside locals {}");
+                }
+            }
+            "local" => self.local_block(b, top),
+            "packer" => top.packer_blocks.push(b.clone()),
+            "source" => {
+                if b.labels.len() != 2 {
                     self.err_block(
-                        inner,
-                        &format!("unknown block \"{}\" in variable \"{name}\"", inner.ident),
+                        b,
+                        "a source block needs two labels: source \"<type>\" \"<name>\"",
                     );
+                    return;
+                }
+                let key = (b.labels[0].clone(), b.labels[1].clone());
+                if top.sources.contains_key(&key) {
+                    self.err_block(b, &format!("duplicate source \"{}.{}\"", key.0, key.1));
+                } else {
+                    top.sources.insert(key, b.clone());
                 }
             }
-            let value_at = b
-                .body
-                .attr("default")
-                .map(|a| (a.file.clone(), a.span.clone()));
-            let source = if value.is_some() {
-                VarSource::Default
-            } else {
-                VarSource::Unset
-            };
-            decls.insert(
-                name.clone(),
-                VarDecl {
-                    name,
-                    ty,
-                    type_expr,
-                    description,
-                    sensitive,
-                    block: b.clone(),
-                    value,
-                    source,
-                    value_at,
-                },
-            );
+            "build" => top.builds.push(b.clone()),
+            "data" => {
+                let ty = b.labels.first().cloned().unwrap_or_default();
+                self.err_block(b, &format!("not supported: data source \"{ty}\" (kiln does not run Packer data sources; pass the value as a variable instead)"));
+                top.data_blocks.push(b.clone());
+            }
+            "hcp_packer_registry" => {}
+            other => {
+                let known = [
+                    "variable",
+                    "variables",
+                    "locals",
+                    "local",
+                    "packer",
+                    "source",
+                    "build",
+                    "data",
+                ];
+                let mut d = Diag::error(format!(
+                    "unsupported block type \"{other}\" at the top level of a template"
+                ))
+                .at(&b.file, Some(b.span.clone()));
+                if let Some(s) = ebody::did_you_mean(other, &known) {
+                    d = d.with_help(format!("did you mean \"{s}\"?"));
+                }
+                self.errors.push(d);
+            }
         }
+    }
 
-        // env PKR_VAR_*
+    /// `local "name" { expression = …, sensitive = … }`
+    fn local_block(&mut self, b: &RawBlock, top: &mut TopLevel) {
+        if b.labels.len() != 1 {
+            self.err_block(b, "a local block needs exactly one label (its name)");
+            return;
+        }
+        let sensitive = matches!(
+            b.body.attr("sensitive").map(|a| &a.expr),
+            Some(hcl::Expression::Bool(true))
+        );
+        match b.body.attr("expression") {
+            Some(a) => top.local_attrs.push((
+                RawAttr {
+                    key: b.labels[0].clone(),
+                    ..a.clone()
+                },
+                sensitive,
+            )),
+            None => self.err_block(
+                b,
+                &format!("local \"{}\": expression is required", b.labels[0]),
+            ),
+        }
+        for a in b.body.attrs() {
+            if a.key != "expression" && a.key != "sensitive" {
+                self.errors.push(
+                    Diag::error(format!(
+                        "unknown key \"{}\" in local block (expected expression, sensitive)",
+                        a.key
+                    ))
+                    .at(&a.file, Some(a.span.clone())),
+                );
+            }
+        }
+    }
+
+    /// Phase "variables", step 1: the declarations with their defaults.
+    fn declare_variables(
+        &mut self,
+        var_blocks: &[RawBlock],
+        default_globals: &Globals,
+    ) -> IndexMap<String, VarDecl> {
+        let mut decls = IndexMap::new();
+        for b in var_blocks {
+            let d = self.declare_variable(b, default_globals);
+            decls.insert(d.name.clone(), d);
+        }
+        decls
+    }
+
+    fn declare_variable(&mut self, b: &RawBlock, default_globals: &Globals) -> VarDecl {
+        let name = b.labels[0].clone();
+        let mut ty = Type::Any;
+        let mut type_expr = "any".to_string();
+        if let Some(a) = b.body.attr("type") {
+            match Type::parse(&a.expr) {
+                Ok(t) => {
+                    type_expr = t.display();
+                    ty = t;
+                }
+                Err(m) => self.errors.push(
+                    Diag::error(format!("variable \"{name}\": {m}"))
+                        .at(&a.file, Some(a.span.clone())),
+                ),
+            }
+        }
+        let scope = Scope::root(default_globals);
+        let mut description = None;
+        let mut sensitive = false;
+        let mut value = None;
+        for a in b.body.attrs() {
+            match a.key.as_str() {
+                "type" | "nullable" => {}
+                "default" => match scope.eval(&a.expr) {
+                    Ok(v) => value = Some(v),
+                    Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
+                },
+                "description" => description = scope.eval(&a.expr).ok().and_then(|v| if let Value::String(s) = v { Some(s) } else { None }),
+                "sensitive" => sensitive = matches!(scope.eval(&a.expr), Ok(Value::Bool(true))),
+                other => self.errors.push(
+                    Diag::error(format!("unknown key \"{other}\" in variable \"{name}\" (expected type, default, description, sensitive, validation, nullable)"))
+                        .at(&a.file, Some(a.span.clone())),
+                ),
+            }
+        }
+        for inner in b.body.blocks() {
+            if inner.ident != "validation" {
+                self.err_block(
+                    inner,
+                    &format!("unknown block \"{}\" in variable \"{name}\"", inner.ident),
+                );
+            }
+        }
+        let value_at = b
+            .body
+            .attr("default")
+            .map(|a| (a.file.clone(), a.span.clone()));
+        let source = if value.is_some() {
+            VarSource::Default
+        } else {
+            VarSource::Unset
+        };
+        VarDecl {
+            name,
+            ty,
+            type_expr,
+            description,
+            sensitive,
+            block: b.clone(),
+            value,
+            source,
+            value_at,
+        }
+    }
+
+    /// Phase "variables", step 2: `PKR_VAR_*` from the environment.
+    fn assign_env_vars(&mut self, decls: &mut IndexMap<String, VarDecl>) {
         for (k, v) in &self.opts.env {
             if let Some(name) = k.strip_prefix("PKR_VAR_") {
                 if let Some(d) = decls.get_mut(name) {
@@ -454,8 +689,20 @@ impl<'o> Loader<'o> {
                 }
             }
         }
-        // var files: auto first, then -var-file in order
-        let var_files: Vec<(PathBuf, VarSource)> = auto_vars
+    }
+
+    /// Phase "variables", step 3: var files, the auto-loaded ones first, then `-var-file` in
+    /// order. The auto-loaded files read join `files`.
+    fn assign_var_files(
+        &mut self,
+        decls: &mut IndexMap<String, VarDecl>,
+        inputs: &Inputs,
+        files: &mut Vec<PathBuf>,
+        default_globals: &Globals,
+    ) {
+        let cwd = &inputs.cwd;
+        let var_files: Vec<(PathBuf, VarSource)> = inputs
+            .auto_vars
             .iter()
             .map(|p| (p.clone(), VarSource::AutoVarFile))
             .chain(self.opts.var_files.iter().map(|p| {
@@ -470,15 +717,18 @@ impl<'o> Loader<'o> {
             }))
             .collect();
         for (p, src) in &var_files {
-            let Some(f) = self.read(p, &cwd) else {
+            let Some(f) = self.read(p, cwd) else {
                 continue;
             };
             if src == &VarSource::AutoVarFile {
                 files.push(p.clone());
             }
-            self.load_var_file(&f, *src, &mut decls, &default_globals);
+            self.load_var_file(&f, *src, decls, default_globals);
         }
-        // -var
+    }
+
+    /// Phase "variables", step 4: `-var name=value`.
+    fn assign_cli_vars(&mut self, decls: &mut IndexMap<String, VarDecl>) {
         for (k, v) in &self.opts.vars {
             if decls.get(k).is_some_and(|d| d.sensitive) {
                 self.secrets.push(v.clone());
@@ -504,50 +754,43 @@ impl<'o> Loader<'o> {
                 }
             }
         }
-        // convert to types
+    }
+
+    /// Phase "variables", step 5: every value converted to its declared type; a sensitive
+    /// value's strings (as given and as converted) become secrets.
+    fn convert_variables(&mut self, decls: &mut IndexMap<String, VarDecl>) {
         for d in decls.values_mut() {
-            if let Some(v) = d.value.take() {
-                if d.sensitive {
-                    collect_strings(&v, &mut self.secrets);
-                }
-                match d.ty.convert(v.clone()) {
-                    Ok(c) => {
-                        if d.sensitive {
-                            collect_strings(&c, &mut self.secrets);
-                        }
-                        d.value = Some(c)
-                    }
-                    Err(m) => {
-                        let msg = format!(
-                            "invalid value for variable \"{}\": {m} (type {})",
-                            d.name, d.type_expr
-                        );
-                        let diag = match &d.value_at {
-                            // a sensitive value is not shown: point at the declaration
-                            Some((f, s)) if d.sensitive => Diag::error(msg)
-                                .at(&d.block.file, Some(d.block.span.clone()))
-                                .with_help(format!(
-                                    "the (sensitive) value was set at {}",
-                                    loc_of(f, s).map(|l| l.to_string()).unwrap_or_default()
-                                )),
-                            Some((f, s)) => Diag::error(msg).at(f, Some(s.clone())),
-                            None => Diag::error(msg).at(&d.block.file, Some(d.block.span.clone())),
-                        };
-                        self.errors.push(diag);
-                        d.value = Some(v);
-                    }
-                }
+            let Some(v) = d.value.take() else { continue };
+            if d.sensitive {
+                collect_strings(&v, &mut self.secrets);
             }
-            if d.value == Some(Value::Null) && d.source != VarSource::Default {
-                // explicit null → fall back to "unset"
+            match d.ty.convert(v.clone()) {
+                Ok(c) => {
+                    if d.sensitive {
+                        collect_strings(&c, &mut self.secrets);
+                    }
+                    d.value = Some(c)
+                }
+                Err(m) => {
+                    self.errors.push(d.conversion_error(&m));
+                    d.value = Some(v);
+                }
             }
         }
+    }
 
-        // ---- globals for everything else ----
+    /// Phase "globals for everything else": the variables' values (and which are unset or
+    /// sensitive) as `var.*`, without `env()`.
+    fn globals(
+        &mut self,
+        decls: &IndexMap<String, VarDecl>,
+        data_blocks: &[RawBlock],
+        base: &EvalBase,
+    ) -> Globals {
         self.secrets.retain(|s| !s.is_empty());
         self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         self.secrets.dedup();
-        let mut g = Globals::new(fctx(false), path_obj, packer_obj);
+        let mut g = base.globals(false);
         g.quiet_unset = self.var_file_failed;
         g.sensitive_vars = decls
             .values()
@@ -564,66 +807,76 @@ impl<'o> Loader<'o> {
                 }
             }
         }
-        for b in &data_blocks {
+        for b in data_blocks {
             if let Some(t) = b.labels.first() {
                 g.data_blocks.insert(t.clone());
             }
         }
-        // validation blocks
+        g
+    }
+
+    /// Phase "validation blocks": each `validation { condition, error_message }` of a variable
+    /// that has a value.
+    fn check_validations(&mut self, decls: &IndexMap<String, VarDecl>, g: &Globals) {
         for d in decls.values() {
             let Some(v) = &d.value else { continue };
             for vb in d.block.body.blocks().filter(|b| b.ident == "validation") {
-                let mut s = Scope::root(&g);
-                let mut var_obj = g.vars.clone();
-                var_obj.insert(d.name.clone(), v.clone());
-                s.bind("var", Value::Object(var_obj));
-                let Some(cond) = vb.body.attr("condition") else {
-                    self.err_block(vb, "validation: condition is required");
-                    continue;
-                };
-                let msg = vb
-                    .body
-                    .attr("error_message")
-                    .and_then(|a| s.eval(&a.expr).ok())
-                    .and_then(|v| {
-                        if let Value::String(s) = v {
-                            Some(s)
-                        } else {
-                            None
-                        }
-                    })
-                    .unwrap_or_else(|| format!("invalid value for variable \"{}\"", d.name));
-                match s.eval(&cond.expr) {
-                    Ok(Value::Bool(true)) => {}
-                    Ok(Value::Bool(false)) => {
-                        let mut diag = Diag::error(format!(
-                            "invalid value for variable \"{}\": {msg}",
-                            d.name
-                        ))
-                        .at(&cond.file, Some(cond.span.clone()));
-                        if let Some((f, sp)) = &d.value_at {
-                            if !Arc::ptr_eq(f, &cond.file) || sp != &cond.span {
-                                diag = diag.with_help(format!(
-                                    "the value was set at {}",
-                                    loc_of(f, sp).map(|l| l.to_string()).unwrap_or_default()
-                                ));
-                            }
-                        }
-                        self.errors.push(diag);
-                    }
-                    Ok(other) => self.errors.push(
-                        Diag::error(format!(
-                            "validation condition must be a bool, got {}",
-                            eval::type_name(&other)
-                        ))
-                        .at(&cond.file, Some(cond.span.clone())),
-                    ),
-                    Err(e) => report(&mut self.errors, e, &cond.file, cond.span.clone()),
-                }
+                self.check_validation(d, v, vb, g);
             }
         }
+    }
 
-        // locals
+    fn check_validation(&mut self, d: &VarDecl, v: &Value, vb: &RawBlock, g: &Globals) {
+        let mut s = Scope::root(g);
+        let mut var_obj = g.vars.clone();
+        var_obj.insert(d.name.clone(), v.clone());
+        s.bind("var", Value::Object(var_obj));
+        let Some(cond) = vb.body.attr("condition") else {
+            self.err_block(vb, "validation: condition is required");
+            return;
+        };
+        let msg = vb
+            .body
+            .attr("error_message")
+            .and_then(|a| s.eval(&a.expr).ok())
+            .and_then(|v| {
+                if let Value::String(s) = v {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_else(|| format!("invalid value for variable \"{}\"", d.name));
+        match s.eval(&cond.expr) {
+            Ok(Value::Bool(true)) => {}
+            Ok(Value::Bool(false)) => {
+                let mut diag =
+                    Diag::error(format!("invalid value for variable \"{}\": {msg}", d.name))
+                        .at(&cond.file, Some(cond.span.clone()));
+                if let Some((f, sp)) = &d.value_at {
+                    if !Arc::ptr_eq(f, &cond.file) || sp != &cond.span {
+                        diag = diag.with_help(format!(
+                            "the value was set at {}",
+                            loc_of(f, sp).map(|l| l.to_string()).unwrap_or_default()
+                        ));
+                    }
+                }
+                self.errors.push(diag);
+            }
+            Ok(other) => self.errors.push(
+                Diag::error(format!(
+                    "validation condition must be a bool, got {}",
+                    eval::type_name(&other)
+                ))
+                .at(&cond.file, Some(cond.span.clone())),
+            ),
+            Err(e) => report(&mut self.errors, e, &cond.file, cond.span.clone()),
+        }
+    }
+
+    /// Phase "locals": defined in `g` (evaluated lazily, in dependency order), then each
+    /// evaluated once for `inspect`; a local derived from a sensitive variable is masked.
+    fn evaluate_locals(&mut self, local_attrs: &[(RawAttr, bool)], g: &mut Globals) -> Locals {
         let mut seen_locals = HashSet::new();
         for (i, (a, _)) in local_attrs.iter().enumerate() {
             if !seen_locals.insert(a.key.clone()) {
@@ -641,18 +894,17 @@ impl<'o> Loader<'o> {
                 },
             );
         }
-        let mut local_infos = Vec::new();
-        let mut declared_sensitive = HashSet::new();
-        for (a, sensitive) in &local_attrs {
+        let mut out = Locals::default();
+        for (a, sensitive) in local_attrs {
             let v = g.local(&a.key).ok();
             if *sensitive {
-                declared_sensitive.insert(a.key.clone());
+                out.declared_sensitive.insert(a.key.clone());
             } else if let (Some(v), true) = (&v, g.local_tainted(&a.key)) {
                 // derived from a sensitive variable: masked in inspect, its transformed
                 // strings masked everywhere
                 g.note_derived(v, &a.file.text);
             }
-            local_infos.push(LocalInfo {
+            out.infos.push(LocalInfo {
                 name: a.key.clone(),
                 sensitive: *sensitive || g.local_tainted(&a.key),
                 value: v,
@@ -664,80 +916,27 @@ impl<'o> Loader<'o> {
             self.errors
                 .push(Diag::error(m.clone()).at(&a.file, Some(a.span.clone())));
         }
+        out
+    }
 
-        // packer block
-        let (required, pin_at) =
-            packer::read_packer_blocks(&packer_blocks, &g, &mut self.errors, &mut self.warnings);
-
-        // builds
+    /// Phase "builds": every build block's selected source runs.
+    fn evaluate_builds(
+        &mut self,
+        top: &TopLevel,
+        g: &Globals,
+        pin: (&Required, Option<&str>),
+    ) -> (Vec<SourceRun>, Vec<OtherRun>) {
         let mut runs = Vec::new();
         let mut other_runs = Vec::new();
-        let mut sensitive_values: Vec<String> = Vec::new();
-        for d in decls.values().filter(|d| d.sensitive) {
-            if let Some(v) = &d.value {
-                collect_strings(v, &mut sensitive_values);
-            }
-        }
-        for li in local_infos
-            .iter()
-            .filter(|l| declared_sensitive.contains(&l.name))
-        {
-            if let Some(v) = &li.value {
-                collect_strings(v, &mut sensitive_values);
-            }
-        }
-        if builds.is_empty() && self.errors.is_empty() {
+        if top.builds.is_empty() && self.errors.is_empty() {
             self.warnings.push(Diag::warning(
                 "the template has no build block: nothing to build",
             ));
         }
-        for b in &builds {
-            self.build_block(
-                b,
-                &g,
-                &sources,
-                (&required, pin_at.as_deref()),
-                &mut runs,
-                &mut other_runs,
-            );
+        for b in &top.builds {
+            self.build_block(b, g, &top.sources, pin, &mut runs, &mut other_runs);
         }
-        for r in &runs {
-            sensitive_values.extend(crate::model::keys::sensitive_settings(&r.config));
-        }
-        sensitive_values.extend(g.derived_sensitive.borrow().iter().cloned());
-        for r in &runs {
-            // the private key's content (a build log must never show it)
-            if let Some(k) = &r.config.communicator.ssh_private_key_file {
-                sensitive_values.extend(private_key_lines(&root, k));
-                sensitive_values.extend(private_key_lines(&cwd, k));
-            }
-        }
-        sensitive_values.retain(|s| !s.is_empty());
-        sensitive_values.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        sensitive_values.dedup();
-
-        let variables = decls
-            .values()
-            .map(|d| VariableInfo {
-                name: d.name.clone(),
-                type_expr: d.type_expr.clone(),
-                description: d.description.clone(),
-                sensitive: d.sensitive,
-                value: d.value.clone(),
-                source: d.source,
-                location: loc_of(&d.block.file, &d.block.span),
-            })
-            .collect();
-        Some(BuildPlan {
-            runs,
-            other_runs,
-            variables,
-            locals: local_infos,
-            sensitive_values,
-            required,
-            root,
-            files,
-        })
+        (runs, other_runs)
     }
 
     fn err_block(&mut self, b: &RawBlock, msg: &str) {
