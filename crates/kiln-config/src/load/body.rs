@@ -2,6 +2,7 @@
 //! (attributes with their expression as `hcl::Expression`, blocks with labels), each with its
 //! byte span and file, so every later error can point at file:line:col.
 
+use super::prov::SpanTree;
 use crate::diag::{Diag, SourceFile};
 use hcl_edit::Span as _;
 use std::ops::Range;
@@ -14,6 +15,8 @@ pub struct RawAttr {
     /// Span of the whole attribute (`key = value`).
     pub span: Range<usize>,
     pub file: Arc<SourceFile>,
+    /// Spans of the value expression and its parts (for errors at the exact sub-expression).
+    pub spans: Arc<SpanTree>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ fn convert_body(body: &hcl_edit::structure::Body, file: &Arc<SourceFile>) -> Raw
                 items.push(RawItem::Attr(RawAttr {
                     key: a.key.as_str().to_string(),
                     expr: hcl::Expression::from(a.value.clone()),
+                    spans: Arc::new(SpanTree::of(&a.value, &span)),
                     span,
                     file: file.clone(),
                 }));

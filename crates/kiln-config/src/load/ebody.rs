@@ -1,9 +1,10 @@
 //! Evaluated bodies (attributes → values, `dynamic` blocks expanded) and the typed decoder that
-//! turns them into model structs, reporting type errors at the attribute and unknown keys with a
-//! "did you mean" suggestion.
+//! turns them into model structs, reporting type errors at the sub-expression that produced the
+//! wrong value (see [`super::prov`]) and unknown keys with a "did you mean" suggestion.
 
 use super::body::{RawBlock, RawBody, RawItem};
 use super::eval::{iterate, to_bool, type_name, EvalError, Scope};
+use super::prov::Prov;
 use crate::diag::{Diag, SourceFile};
 use hcl::expr::Expression;
 use hcl::Value;
@@ -16,8 +17,19 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct EAttr {
     pub value: Value,
+    /// Span of the whole attribute (`key = value`).
     pub span: Range<usize>,
     pub file: Arc<SourceFile>,
+    /// Where the value and its parts were produced: type errors point there.
+    pub prov: Prov,
+}
+
+impl EAttr {
+    /// A type error in this attribute's value, at `span` (the sub-expression that produced the
+    /// wrong part, from [`EAttr::prov`]).
+    fn type_error(&self, span: Range<usize>, msg: impl Into<String>) -> Diag {
+        Diag::error(msg).at(&self.file, Some(span))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,12 +64,14 @@ pub fn eval_body(raw: &RawBody, scope: &Scope, errs: &mut Vec<Diag>) -> EBody {
         match item {
             RawItem::Attr(a) => {
                 // a setting derived from a sensitive variable is masked in output
-                let (r, tainted) = scope.g.eval_tainted(|| scope.eval(&a.expr));
-                if let (Ok(v), true) = (&r, tainted) {
+                let (r, tainted) = scope
+                    .g
+                    .eval_tainted(|| scope.eval_spanned(&a.expr, &a.spans));
+                if let (Ok((v, _)), true) = (&r, tainted) {
                     scope.g.note_derived(v, &a.file.text);
                 }
                 match r {
-                    Ok(v) => {
+                    Ok((v, prov)) => {
                         if out.attrs.contains_key(&a.key) {
                             errs.push(
                                 Diag::error(format!("attribute \"{}\" is set twice", a.key))
@@ -70,6 +84,7 @@ pub fn eval_body(raw: &RawBody, scope: &Scope, errs: &mut Vec<Diag>) -> EBody {
                                 value: v,
                                 span: a.span.clone(),
                                 file: a.file.clone(),
+                                prov,
                             },
                         );
                     }
@@ -282,7 +297,7 @@ impl<'a> Dec<'a> {
             Value::Bool(b) => Some(b.to_string()),
             other => {
                 let msg = format!("{key}: a string is required, got {}", type_name(other));
-                self.err_at(key, msg);
+                self.errs.push(a.type_error(a.prov.span.clone(), msg));
                 None
             }
         }
@@ -313,7 +328,8 @@ impl<'a> Dec<'a> {
             v => match to_bool(v) {
                 Ok(b) => Some(b),
                 Err(m) => {
-                    self.err_at(key, format!("{key}: {m}"));
+                    let at = a.prov.culprit(&|c| "truefalseTRUEFALSE".contains(c));
+                    self.errs.push(a.type_error(at, format!("{key}: {m}")));
                     None
                 }
             },
@@ -345,7 +361,11 @@ impl<'a> Dec<'a> {
         match r {
             Ok(i) => Some(i),
             Err(m) => {
-                self.err_at(key, m);
+                // in a string built from parts, the part that is not a number
+                let at = a
+                    .prov
+                    .culprit(&|c| c.is_ascii_digit() || c.is_whitespace() || "+-".contains(c));
+                self.errs.push(a.type_error(at, m));
                 None
             }
         }
@@ -399,7 +419,7 @@ impl<'a> Dec<'a> {
                                 "{key}[{i}]: a string is required, got {}",
                                 type_name(other)
                             );
-                            self.err_at(key, m);
+                            self.errs.push(a.type_error(a.prov.elem(i).span.clone(), m));
                             return None;
                         }
                     }
@@ -411,7 +431,7 @@ impl<'a> Dec<'a> {
                     "{key}: a list of strings is required, got {}",
                     type_name(other)
                 );
-                self.err_at(key, m);
+                self.errs.push(a.type_error(a.prov.span.clone(), m));
                 None
             }
         }
@@ -445,7 +465,8 @@ impl<'a> Dec<'a> {
                                 "{key}[\"{k}\"]: a string is required, got {}",
                                 type_name(other)
                             );
-                            self.err_at(key, m);
+                            self.errs
+                                .push(a.type_error(a.prov.field(k).span.clone(), m));
                         }
                     }
                 }
@@ -456,7 +477,7 @@ impl<'a> Dec<'a> {
                     "{key}: a map of strings is required, got {}",
                     type_name(other)
                 );
-                self.err_at(key, m);
+                self.errs.push(a.type_error(a.prov.span.clone(), m));
                 IndexMap::new()
             }
         }

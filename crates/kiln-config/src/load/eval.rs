@@ -3,6 +3,7 @@
 //! special forms `can`, `try` and `templatefile`. Ordinary functions come from
 //! [`crate::functions`].
 
+use super::prov::{Prov, ProvKids, SpanKids, SpanTree};
 use crate::functions::{self, FuncContext};
 use hcl::expr::{
     BinaryOperator, Expression, ForExpr, FuncCall, Heredoc, HeredocStripMode, ObjectKey, Operation,
@@ -409,6 +410,11 @@ impl<'a> Scope<'a> {
 
     /// Evaluate an expression (depth- and step-limited).
     pub fn eval(&self, e: &Expression) -> R<Value> {
+        self.counted(|| self.eval_inner(e))
+    }
+
+    /// One evaluation step: counted against the step budget and the depth limit.
+    fn counted<T>(&self, f: impl FnOnce() -> R<T>) -> R<T> {
         let g = self.g;
         let steps = g.steps.get() + 1;
         g.steps.set(steps);
@@ -427,9 +433,181 @@ impl<'a> Scope<'a> {
             )));
         }
         g.depth.set(depth + 1);
-        let r = self.eval_inner(e);
+        let r = f();
         g.depth.set(depth);
         r
+    }
+
+    /// Evaluate an attribute's expression and say where each part of its value came from
+    /// (`st` is the expression's span tree, see [`super::prov`]). The value is the one
+    /// [`Scope::eval`] gives; the structural forms (list and object constructors, conditionals,
+    /// parentheses, function calls, templates) are followed, anything else is a leaf.
+    pub fn eval_spanned(&self, e: &Expression, st: &SpanTree) -> R<(Value, Prov)> {
+        let span = st.span.clone();
+        match (e, &st.kids) {
+            (Expression::Parenthesis(inner), SpanKids::Paren(ist)) => {
+                self.counted(|| self.eval_spanned(inner, ist))
+            }
+            (Expression::Array(items), SpanKids::List(sts)) if items.len() == sts.len() => self
+                .counted(|| {
+                    let mut out = Vec::with_capacity(items.len());
+                    let mut provs = Vec::with_capacity(items.len());
+                    let mut weight = 0;
+                    for (i, ist) in items.iter().zip(sts) {
+                        let (v, p) = self.eval_spanned(i, ist)?;
+                        weight += value_weight(&v, MAX_VALUE_WEIGHT);
+                        check_weight(weight)?;
+                        out.push(v);
+                        provs.push(p);
+                    }
+                    let kids = ProvKids::Elems(provs);
+                    Ok((Value::Array(out), Prov { span, kids }))
+                }),
+            (Expression::Object(obj), SpanKids::Object(sts)) if obj.len() == sts.len() => self
+                .counted(|| {
+                    let mut out = Map::new();
+                    let mut fields = Vec::with_capacity(obj.len());
+                    let mut weight = 0;
+                    for ((k, v), vst) in obj.iter().zip(sts) {
+                        let key = self.object_key(k)?;
+                        let (v, p) = self.eval_spanned(v, vst)?;
+                        weight += value_weight(&v, MAX_VALUE_WEIGHT) + key.len() as u64;
+                        check_weight(weight)?;
+                        fields.push((key.clone(), p));
+                        out.insert(key, v);
+                    }
+                    let kids = ProvKids::Fields(fields);
+                    Ok((Value::Object(out), Prov { span, kids }))
+                }),
+            (Expression::Conditional(c), SpanKids::Cond(branches)) => self.counted(|| {
+                if self.condition(&c.cond_expr)? {
+                    self.eval_spanned(&c.true_expr, &branches.0)
+                } else {
+                    self.eval_spanned(&c.false_expr, &branches.1)
+                }
+            }),
+            (Expression::FuncCall(f), SpanKids::Call(sts))
+                if f.args.len() == sts.len() && f.name.namespace.is_empty() =>
+            {
+                self.counted(|| self.eval_call_spanned(f, sts, span))
+            }
+            (Expression::TemplateExpr(t), SpanKids::Template(sts))
+                if matches!(t.as_ref(), TemplateExpr::QuotedString(_)) =>
+            {
+                self.counted(|| self.eval_template_spanned(t, sts, span))
+            }
+            _ => Ok((self.eval(e)?, Prov::leaf(span))),
+        }
+    }
+
+    fn eval_call_spanned(
+        &self,
+        f: &FuncCall,
+        sts: &[SpanTree],
+        span: std::ops::Range<usize>,
+    ) -> R<(Value, Prov)> {
+        let name = f.name.name.as_str();
+        match name {
+            "can" => Ok((self.eval_call(f)?, Prov::leaf(span))),
+            "try" => {
+                if f.args.is_empty() {
+                    return Err(EvalError::msg("try() needs at least one argument"));
+                }
+                let mut last = EvalError::msg("no argument of try() could be evaluated");
+                for (a, ast) in f.args.iter().zip(sts) {
+                    match self.eval_spanned(a, ast) {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(try_failed(last))
+            }
+            _ => {
+                let mut args = Vec::with_capacity(f.args.len());
+                for (a, ast) in f.args.iter().zip(sts) {
+                    args.push(self.eval_spanned(a, ast)?);
+                }
+                let values = args.iter().map(|(v, _)| v.clone()).collect();
+                let v = self.apply_call(name, f.expand_final, values)?;
+                if f.expand_final {
+                    // the spread list's elements are arguments: not followed
+                    return Ok((v, Prov::leaf(span)));
+                }
+                let p = Prov::of_call(span, &v, &args);
+                Ok((v, p))
+            }
+        }
+    }
+
+    /// A quoted template: a lone interpolation passes its value (and provenance) through; a
+    /// template of literals and interpolations records each part's text; one with directives
+    /// is a leaf.
+    fn eval_template_spanned(
+        &self,
+        t: &TemplateExpr,
+        sts: &[SpanTree],
+        span: std::ops::Range<usize>,
+    ) -> R<(Value, Prov)> {
+        let template = parse_template_expr(t)?;
+        let elems = template.elements();
+        if elems.len() != sts.len() || elems.iter().any(|e| matches!(e, Element::Directive(_))) {
+            return Ok((self.eval_template_value(&template)?, Prov::leaf(span)));
+        }
+        if let [Element::Interpolation(i)] = elems {
+            return self.eval_spanned(&i.expr, &sts[0]);
+        }
+        let mut out = String::new();
+        let mut parts = Vec::with_capacity(elems.len());
+        for (i, (el, est)) in elems.iter().zip(sts).enumerate() {
+            let p = if i == 0 {
+                Strip::None
+            } else {
+                elem_strip(&elems[i - 1])
+            };
+            let n = elems.get(i + 1).map_or(Strip::None, elem_strip);
+            match el {
+                Element::Literal(l) => {
+                    let text = strip_literal(l, p, n);
+                    out.push_str(text);
+                    parts.push((Prov::leaf(est.span.clone()), text.to_string()));
+                }
+                Element::Interpolation(interp) => {
+                    let (v, prov) = self.eval_spanned(&interp.expr, est)?;
+                    let text = template_string(&v)?;
+                    out.push_str(&text);
+                    check_weight(out.len() as u64)?;
+                    parts.push((prov, text));
+                }
+                Element::Directive(_) => unreachable_directive(),
+            }
+        }
+        let kids = ProvKids::Parts(parts);
+        Ok((Value::String(out), Prov { span, kids }))
+    }
+
+    /// An object constructor's key.
+    fn object_key(&self, k: &ObjectKey) -> R<String> {
+        Ok(match k {
+            ObjectKey::Identifier(id) => id.as_str().to_string(),
+            ObjectKey::Expression(e) => match self.eval(e)? {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(EvalError::msg(format!(
+                        "object key must be a string, got {}",
+                        type_name(&other)
+                    )))
+                }
+            },
+            _ => return Err(EvalError::msg("unsupported object key")),
+        })
+    }
+
+    /// A conditional's condition.
+    fn condition(&self, e: &Expression) -> R<bool> {
+        let cond = self.eval(e)?;
+        to_bool(&cond).map_err(|m| EvalError::msg(format!("condition: {m}")))
     }
 
     fn eval_inner(&self, e: &Expression) -> R<Value> {
@@ -453,21 +631,7 @@ impl<'a> Scope<'a> {
                 let mut out = Map::new();
                 let mut weight = 0;
                 for (k, v) in obj {
-                    let key = match k {
-                        ObjectKey::Identifier(id) => id.as_str().to_string(),
-                        ObjectKey::Expression(e) => match self.eval(e)? {
-                            Value::String(s) => s,
-                            Value::Number(n) => n.to_string(),
-                            Value::Bool(b) => b.to_string(),
-                            other => {
-                                return Err(EvalError::msg(format!(
-                                    "object key must be a string, got {}",
-                                    type_name(&other)
-                                )))
-                            }
-                        },
-                        _ => return Err(EvalError::msg("unsupported object key")),
-                    };
+                    let key = self.object_key(k)?;
                     let v = self.eval(v)?;
                     weight += value_weight(&v, MAX_VALUE_WEIGHT) + key.len() as u64;
                     check_weight(weight)?;
@@ -481,9 +645,7 @@ impl<'a> Scope<'a> {
             Expression::FuncCall(f) => self.eval_call(f),
             Expression::Parenthesis(inner) => self.eval(inner),
             Expression::Conditional(c) => {
-                let cond = self.eval(&c.cond_expr)?;
-                let b = to_bool(&cond).map_err(|m| EvalError::msg(format!("condition: {m}")))?;
-                if b {
+                if self.condition(&c.cond_expr)? {
                     self.eval(&c.true_expr)
                 } else {
                     self.eval(&c.false_expr)
@@ -496,13 +658,7 @@ impl<'a> Scope<'a> {
     }
 
     fn eval_template_expr(&self, t: &TemplateExpr) -> R<Value> {
-        let template = match t {
-            TemplateExpr::QuotedString(_) => Template::from_expr(t).map_err(|e| {
-                EvalError::msg(format!("invalid template: {}", first_line(&e.to_string())))
-            })?,
-            TemplateExpr::Heredoc(h) => parse_heredoc(h)?,
-        };
-        self.eval_template_value(&template)
+        self.eval_template_value(&parse_template_expr(t)?)
     }
 
     /// Evaluate a template, unwrapping a lone interpolation (`"${var.list}"` yields the list).
@@ -667,12 +823,7 @@ impl<'a> Scope<'a> {
                         Err(e) => last = e,
                     }
                 }
-                return Err(match last {
-                    EvalError::Msg(m) => EvalError::msg(format!(
-                        "no argument of try() could be evaluated; the last failed with: {m}"
-                    )),
-                    r => r,
-                });
+                return Err(try_failed(last));
             }
             _ => {}
         }
@@ -680,7 +831,13 @@ impl<'a> Scope<'a> {
         for a in &f.args {
             args.push(self.eval(a)?);
         }
-        if f.expand_final {
+        self.apply_call(name, f.expand_final, args)
+    }
+
+    /// Call function `name` on evaluated arguments (`expand_final`: the last one is a list
+    /// spread with `...`).
+    fn apply_call(&self, name: &str, expand_final: bool, mut args: Vec<Value>) -> R<Value> {
+        if expand_final {
             match args.pop() {
                 Some(Value::Array(list)) => args.extend(list),
                 Some(other) => {
@@ -917,6 +1074,30 @@ impl<'a> Scope<'a> {
             }
             Ok(Value::Array(out))
         }
+    }
+}
+
+/// `try()` when no argument could be evaluated.
+fn try_failed(last: EvalError) -> EvalError {
+    match last {
+        EvalError::Msg(m) => EvalError::msg(format!(
+            "no argument of try() could be evaluated; the last failed with: {m}"
+        )),
+        r => r,
+    }
+}
+
+fn unreachable_directive() {
+    debug_assert!(false, "templates with directives are evaluated as leaves");
+}
+
+/// A template expression parsed into its elements.
+fn parse_template_expr(t: &TemplateExpr) -> R<Template> {
+    match t {
+        TemplateExpr::QuotedString(_) => Template::from_expr(t).map_err(|e| {
+            EvalError::msg(format!("invalid template: {}", first_line(&e.to_string())))
+        }),
+        TemplateExpr::Heredoc(h) => parse_heredoc(h),
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod ebody;
 pub(crate) mod eval;
 pub(crate) mod packer;
 pub(crate) mod packer_versions;
+pub(crate) mod prov;
 pub(crate) mod provisioners;
 pub(crate) mod proxmox;
 #[cfg(test)]
