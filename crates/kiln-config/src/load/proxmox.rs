@@ -21,6 +21,69 @@ const DEPRECATED_ISO_KEYS: &[&str] = &[
     "iso_target_extension",
 ];
 
+/// A model field type read as it is from a key of the matching kind ([`plain_keys!`]).
+trait FromKey: Sized {
+    /// The table kinds this type reads.
+    const KINDS: &'static [keys::Kind];
+    fn read_key(d: &mut Dec, key: &'static str) -> Self;
+}
+
+impl FromKey for Option<String> {
+    const KINDS: &'static [keys::Kind] = &[keys::Kind::Str];
+    fn read_key(d: &mut Dec, key: &'static str) -> Self {
+        d.str(key)
+    }
+}
+
+impl FromKey for bool {
+    const KINDS: &'static [keys::Kind] = &[keys::Kind::Bool];
+    fn read_key(d: &mut Dec, key: &'static str) -> Self {
+        d.flag(key)
+    }
+}
+
+impl FromKey for Option<u32> {
+    const KINDS: &'static [keys::Kind] = &[keys::Kind::Number];
+    fn read_key(d: &mut Dec, key: &'static str) -> Self {
+        d.uint::<u32>(key)
+    }
+}
+
+impl FromKey for Vec<String> {
+    const KINDS: &'static [keys::Kind] = &[keys::Kind::StrList];
+    fn read_key(d: &mut Dec, key: &'static str) -> Self {
+        d.list_or_empty(key)
+    }
+}
+
+impl FromKey for indexmap::IndexMap<String, String> {
+    const KINDS: &'static [keys::Kind] = &[keys::Kind::StrMap];
+    fn read_key(d: &mut Dec, key: &'static str) -> Self {
+        d.map(key)
+    }
+}
+
+/// Read key `key` into a field of type `T`; the table's kind for the key must be one `T` reads.
+fn read_key<T: FromKey>(d: &mut Dec, key: &'static str) -> T {
+    debug_assert!(
+        d.table
+            .and_then(|t| keys::spec(t, key))
+            .is_some_and(|s| T::KINDS.contains(&s.kind)),
+        "{key}: the field's type does not read the table's kind"
+    );
+    T::read_key(d, key)
+}
+
+/// Keys read as they are into the struct fields of the same name: the field names the key (no
+/// string repeats it, and a field the table lacks trips `Dec::finish`'s check) and the field's
+/// type picks the reader. What a key needs beyond that (a default other than the type's, a
+/// check, a fallback) is written out below.
+macro_rules! plain_keys {
+    ($d:expr => $s:expr; $($f:ident),+ $(,)?) => {
+        $( $s.$f = read_key($d, stringify!($f).trim_start_matches("r#")); )+
+    };
+}
+
 pub struct Ctx<'a> {
     pub env: &'a [(String, String)],
     pub warnings: &'a mut Vec<Diag>,
@@ -345,14 +408,11 @@ pub fn decode(
     } else if !d.failed("proxmox_url") && !env_set(cx.env, "PROXMOX_URL") {
         d.err("proxmox_url must be specified (or set PROXMOX_URL)");
     }
-    c.insecure_skip_tls_verify = d.flag("insecure_skip_tls_verify");
-    c.proxmox_fingerprint = d.str("proxmox_fingerprint");
-    c.username = d.str("username");
+    plain_keys!(&mut d => c; insecure_skip_tls_verify, proxmox_fingerprint, username);
     if c.username.is_none() && !d.failed("username") && !env_set(cx.env, "PROXMOX_USERNAME") {
         d.err("username must be specified (or set PROXMOX_USERNAME)");
     }
-    c.password = d.str("password");
-    c.token = d.str("token");
+    plain_keys!(&mut d => c; password, token);
     if c.password.is_none()
         && c.token.is_none()
         && !d.failed("password")
@@ -379,7 +439,7 @@ pub fn decode(
         *u = u.trim_end_matches('/').to_string();
     }
     c.node = d.req_str("node", "node must be specified");
-    c.pool = d.str("pool");
+    plain_keys!(&mut d => c; pool);
     if let Some(t) = d.dur("task_timeout") {
         if !t.is_zero() {
             c.task_timeout = t;
@@ -387,7 +447,7 @@ pub fn decode(
     }
 
     // identity
-    c.vm_name = d.str("vm_name");
+    plain_keys!(&mut d => c; vm_name);
     c.vm_name = render_key(&mut d, "vm_name", c.vm_name, cx.now);
     if let Some(n) = &c.vm_name {
         if !dns_name_ok(n) {
@@ -402,15 +462,14 @@ pub fn decode(
             c.vm_id = Some(id);
         }
     }
-    c.tags = d.str("tags");
-    c.template_name = d.str("template_name");
+    plain_keys!(&mut d => c; tags, template_name);
     c.template_name = render_key(&mut d, "template_name", c.template_name, cx.now);
     if let Some(n) = &c.template_name {
         if !dns_name_ok(n) {
             d.err_at("template_name", "template_name must be a valid DNS name");
         }
     }
-    c.template_description = d.str("template_description");
+    plain_keys!(&mut d => c; template_description);
     c.template_description = render_key(
         &mut d,
         "template_description",
@@ -430,8 +489,7 @@ pub fn decode(
             }
         }
     }
-    c.skip_convert_to_template = d.flag("skip_convert_to_template");
-    c.onboot = d.flag("onboot");
+    plain_keys!(&mut d => c; skip_convert_to_template, onboot);
 
     // hardware
     if let Some(m) = d.uint::<u32>("memory") {
@@ -464,7 +522,7 @@ pub fn decode(
         }
         c.cpu_type = v;
     }
-    c.numa = d.flag("numa");
+    plain_keys!(&mut d => c; numa);
     if let Some(v) = d.str("os") {
         const OS: &[&str] = &[
             "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24", "l26",
@@ -475,7 +533,7 @@ pub fn decode(
         }
         c.os = v;
     }
-    c.bios = d.str("bios");
+    plain_keys!(&mut d => c; bios);
     if let Some(b) = &c.bios {
         if b != "seabios" && b != "ovmf" {
             d.err_at(
@@ -484,8 +542,7 @@ pub fn decode(
             );
         }
     }
-    c.machine = d.str("machine");
-    c.boot = d.str("boot");
+    plain_keys!(&mut d => c; machine, boot);
     if let Some(v) = d.str("scsi_controller") {
         const SC: &[&str] = &[
             "lsi",
@@ -506,8 +563,7 @@ pub fn decode(
     if let Some(v) = d.bool("qemu_agent") {
         c.qemu_agent = v;
     }
-    c.disable_kvm = d.flag("disable_kvm");
-    c.serials = d.list_or_empty("serials");
+    plain_keys!(&mut d => c; disable_kvm, serials);
     if c.serials.len() > 4 {
         d.err_at(
             "serials",
@@ -527,8 +583,7 @@ pub fn decode(
             );
         }
     }
-    c.qemu_additional_args = d.str("qemu_additional_args");
-    c.efidisk = d.str("efidisk");
+    plain_keys!(&mut d => c; qemu_additional_args, efidisk);
 
     if let Some(b) = d.block("vga") {
         c.vga = Some(decode_vga(b, d.errs));
@@ -583,7 +638,7 @@ pub fn decode(
 /// `clone_vm`, `clone_vm_id`, `full_clone`, `nameserver`, `searchdomain`, `ipconfig {}` with the
 /// plugin's checks and messages.
 fn decode_clone(d: &mut Dec, c: &mut ProxmoxIsoConfig) {
-    c.clone_vm = d.str("clone_vm");
+    plain_keys!(d => c; clone_vm);
     let id = d.uint::<u32>("clone_vm_id").filter(|i| *i != 0);
     if let Some(id) = id {
         if !(100..=999_999_999).contains(&id) {
@@ -607,7 +662,7 @@ fn decode_clone(d: &mut Dec, c: &mut ProxmoxIsoConfig) {
     if let Some(f) = d.bool("full_clone") {
         c.full_clone = f;
     }
-    c.nameserver = d.str("nameserver");
+    plain_keys!(d => c; nameserver);
     if let Some(ns) = c.nameserver.clone() {
         for n in ns.split(' ') {
             if n.parse::<std::net::IpAddr>().is_err() {
@@ -618,15 +673,11 @@ fn decode_clone(d: &mut Dec, c: &mut ProxmoxIsoConfig) {
             }
         }
     }
-    c.searchdomain = d.str("searchdomain");
+    plain_keys!(d => c; searchdomain);
     for b in d.blocks("ipconfig") {
         let mut e = Dec::for_block(b, d.errs, "ipconfig").with_table("ipconfig");
-        let ip = IpConfig {
-            ip: e.str("ip"),
-            gateway: e.str("gateway"),
-            ip6: e.str("ip6"),
-            gateway6: e.str("gateway6"),
-        };
+        let mut ip = IpConfig::default();
+        plain_keys!(&mut e => ip; ip, gateway, ip6, gateway6);
         let cidr = |v: &str, v6: bool| {
             v.split_once('/').is_some_and(|(a, n)| {
                 let max = match a.parse::<std::net::IpAddr>() {
@@ -807,7 +858,7 @@ fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx
     }
 
     // boot
-    c.boot_command = d.list_or_empty("boot_command");
+    plain_keys!(d => c; boot_command);
     if let Some(a) = body.attrs.get("boot_command") {
         check_boot_command(&c.boot_command, a, d.errs, cx);
     }
@@ -835,8 +886,7 @@ fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx
     c.boot_keygroup_interval = d.dur("boot_keygroup_interval");
 
     // http
-    c.http_directory = d.str("http_directory");
-    c.http_content = d.map("http_content");
+    plain_keys!(d => c; http_directory, http_content);
     if c.http_directory.is_some() && !c.http_content.is_empty() {
         d.err_at(
             "http_content",
@@ -855,8 +905,7 @@ fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx
             "http_port_min must be less than http_port_max",
         );
     }
-    c.http_bind_address = d.str("http_bind_address");
-    c.http_interface = d.str("http_interface");
+    plain_keys!(d => c; http_bind_address, http_interface);
     if c.http_interface.is_some()
         && c.http_bind_address
             .as_deref()
@@ -879,7 +928,7 @@ fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx
 
     // communicator
     c.communicator = decode_communicator(d);
-    c.vm_interface = d.str("vm_interface");
+    plain_keys!(d => c; vm_interface);
 }
 
 fn decode_communicator(d: &mut Dec) -> Communicator {
@@ -901,25 +950,27 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
     if let Some(v) = d.dur("pause_before_connecting") {
         m.pause_before_connecting = v;
     }
-    m.ssh_host = d.str("ssh_host");
+    plain_keys!(d => m; ssh_host);
     if let Some(v) = d.uint::<u16>("ssh_port") {
         if v != 0 {
             m.ssh_port = v;
         }
     }
-    m.ssh_username = d.str("ssh_username");
-    m.ssh_password = d.str("ssh_password");
-    m.ssh_private_key_file = d.str("ssh_private_key_file");
-    m.ssh_certificate_file = d.str("ssh_certificate_file");
-    m.ssh_agent_auth = d.flag("ssh_agent_auth");
-    m.ssh_keypair_name = d.str("ssh_keypair_name");
-    m.temporary_key_pair_name = d.str("temporary_key_pair_name");
-    m.temporary_key_pair_type = d.str("temporary_key_pair_type");
-    m.temporary_key_pair_bits = d.uint::<u32>("temporary_key_pair_bits");
-    m.ssh_clear_authorized_keys = d.flag("ssh_clear_authorized_keys");
-    m.ssh_ciphers = d.list_or_empty("ssh_ciphers");
-    m.ssh_key_exchange_algorithms = d.list_or_empty("ssh_key_exchange_algorithms");
-    m.ssh_pty = d.flag("ssh_pty");
+    plain_keys!(d => m;
+        ssh_username,
+        ssh_password,
+        ssh_private_key_file,
+        ssh_certificate_file,
+        ssh_agent_auth,
+        ssh_keypair_name,
+        temporary_key_pair_name,
+        temporary_key_pair_type,
+        temporary_key_pair_bits,
+        ssh_clear_authorized_keys,
+        ssh_ciphers,
+        ssh_key_exchange_algorithms,
+        ssh_pty,
+    );
     let t1 = d.dur("ssh_timeout");
     let t2 = d.dur("ssh_wait_timeout");
     if let Some(t) = t1.or(t2) {
@@ -932,14 +983,14 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
             m.ssh_handshake_attempts = v;
         }
     }
-    m.ssh_disable_agent_forwarding = d.flag("ssh_disable_agent_forwarding");
+    plain_keys!(d => m; ssh_disable_agent_forwarding);
     if let Some(v) = d.dur("ssh_keep_alive_interval") {
         m.ssh_keep_alive_interval = v;
     }
     if let Some(v) = d.dur("ssh_read_write_timeout") {
         m.ssh_read_write_timeout = v;
     }
-    m.ssh_file_transfer_method = d.str("ssh_file_transfer_method");
+    plain_keys!(d => m; ssh_file_transfer_method);
     if let Some(f) = &m.ssh_file_transfer_method {
         if f != "scp" && f != "sftp" {
             d.err_at(
@@ -948,18 +999,20 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
             );
         }
     }
-    m.ssh_bastion_host = d.str("ssh_bastion_host");
+    plain_keys!(d => m; ssh_bastion_host);
     if let Some(v) = d.uint::<u16>("ssh_bastion_port") {
         if v != 0 {
             m.ssh_bastion_port = v;
         }
     }
-    m.ssh_bastion_username = d.str("ssh_bastion_username");
-    m.ssh_bastion_password = d.str("ssh_bastion_password");
-    m.ssh_bastion_agent_auth = d.flag("ssh_bastion_agent_auth");
-    m.ssh_bastion_interactive = d.flag("ssh_bastion_interactive");
-    m.ssh_bastion_private_key_file = d.str("ssh_bastion_private_key_file");
-    m.ssh_bastion_certificate_file = d.str("ssh_bastion_certificate_file");
+    plain_keys!(d => m;
+        ssh_bastion_username,
+        ssh_bastion_password,
+        ssh_bastion_agent_auth,
+        ssh_bastion_interactive,
+        ssh_bastion_private_key_file,
+        ssh_bastion_certificate_file,
+    );
     if m.ssh_bastion_host.is_some() && m.r#type == "ssh" {
         if m.ssh_bastion_username.is_none() && !d.failed("ssh_bastion_username") {
             d.err_at(
@@ -979,29 +1032,28 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
             );
         }
     }
-    m.ssh_proxy_host = d.str("ssh_proxy_host");
+    plain_keys!(d => m; ssh_proxy_host);
     if let Some(v) = d.uint::<u16>("ssh_proxy_port") {
         if v != 0 {
             m.ssh_proxy_port = v;
         }
     }
-    m.ssh_proxy_username = d.str("ssh_proxy_username");
-    m.ssh_proxy_password = d.str("ssh_proxy_password");
-    m.ssh_local_tunnels = d.list_or_empty("ssh_local_tunnels");
-    m.ssh_remote_tunnels = d.list_or_empty("ssh_remote_tunnels");
-    m.winrm_username = d.str("winrm_username");
-    m.winrm_password = d.str("winrm_password");
-    m.winrm_host = d.str("winrm_host");
+    plain_keys!(d => m;
+        ssh_proxy_username,
+        ssh_proxy_password,
+        ssh_local_tunnels,
+        ssh_remote_tunnels,
+        winrm_username,
+        winrm_password,
+        winrm_host,
+    );
     m.winrm_port = d.uint::<u16>("winrm_port").filter(|p| *p != 0);
     if let Some(v) = d.dur("winrm_timeout") {
         if !v.is_zero() {
             m.winrm_timeout = v;
         }
     }
-    m.winrm_use_ssl = d.flag("winrm_use_ssl");
-    m.winrm_insecure = d.flag("winrm_insecure");
-    m.winrm_use_ntlm = d.flag("winrm_use_ntlm");
-    m.winrm_no_proxy = d.flag("winrm_no_proxy");
+    plain_keys!(d => m; winrm_use_ssl, winrm_insecure, winrm_use_ntlm, winrm_no_proxy);
     if m.r#type == "ssh" && m.ssh_username.is_none() && !d.failed("ssh_username") {
         d.err("An ssh_username must be specified (the user kiln logs in as over SSH)");
     }
@@ -1013,10 +1065,8 @@ fn decode_communicator(d: &mut Dec) -> Communicator {
 
 fn decode_vga(b: &EBlock, errs: &mut Vec<Diag>) -> Vga {
     let mut d = Dec::for_block(b, errs, "vga").with_table("vga");
-    let v = Vga {
-        r#type: d.str("type"),
-        memory: d.uint::<u32>("memory"),
-    };
+    let mut v = Vga::default();
+    plain_keys!(&mut d => v; r#type, memory);
     if let Some(t) = &v.r#type {
         const T: &[&str] = &[
             "cirrus", "none", "qxl", "qxl2", "qxl3", "qxl4", "serial0", "serial1", "serial2",
@@ -1035,12 +1085,8 @@ fn decode_vga(b: &EBlock, errs: &mut Vec<Diag>) -> Vga {
 
 fn decode_efi(b: &EBlock, errs: &mut Vec<Diag>) -> EfiConfig {
     let mut d = Dec::for_block(b, errs, "efi_config").with_table("efi_config");
-    let mut e = EfiConfig {
-        efi_storage_pool: d.str("efi_storage_pool"),
-        efi_type: d.str("efi_type"),
-        efi_format: d.str("efi_format"),
-        pre_enrolled_keys: d.flag("pre_enrolled_keys"),
-    };
+    let mut e = EfiConfig::default();
+    plain_keys!(&mut d => e; efi_storage_pool, efi_type, efi_format, pre_enrolled_keys);
     if e.efi_storage_pool.is_none() && (e.efi_type.is_some() || e.pre_enrolled_keys) {
         d.err("efi_storage_pool not set for efi_config");
     }
@@ -1058,10 +1104,9 @@ fn decode_efi(b: &EBlock, errs: &mut Vec<Diag>) -> EfiConfig {
 
 fn decode_tpm(b: &EBlock, errs: &mut Vec<Diag>) -> Tpm {
     let mut d = Dec::for_block(b, errs, "tpm_config").with_table("tpm_config");
-    let t = Tpm {
-        tpm_storage_pool: d.str("tpm_storage_pool"),
-        tpm_version: d.str("tpm_version").unwrap_or_else(|| "v2.0".into()),
-    };
+    let mut t = Tpm::default();
+    plain_keys!(&mut d => t; tpm_storage_pool);
+    t.tpm_version = d.str("tpm_version").unwrap_or_else(|| "v2.0".into());
     if t.tpm_storage_pool.is_none() {
         d.err("tpm_storage_pool not set for tpm_config");
     }
@@ -1102,20 +1147,21 @@ fn decode_rng(b: &EBlock, errs: &mut Vec<Diag>, cx: &mut Ctx) -> Rng {
 
 fn decode_pci(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> PciDevice {
     let mut d = Dec::for_block(b, errs, format!("pci_devices[{i}]")).with_table("pci_devices");
-    let p = PciDevice {
-        host: d.str("host"),
-        mapping: d.str("mapping"),
-        device_id: d.str("device_id"),
-        vendor_id: d.str("vendor_id"),
-        sub_device_id: d.str("sub_device_id"),
-        sub_vendor_id: d.str("sub_vendor_id"),
-        legacy_igd: d.flag("legacy_igd"),
-        pcie: d.flag("pcie"),
-        mdev: d.str("mdev"),
-        hide_rombar: d.flag("hide_rombar"),
-        romfile: d.str("romfile"),
-        x_vga: d.flag("x_vga"),
-    };
+    let mut p = PciDevice::default();
+    plain_keys!(&mut d => p;
+        host,
+        mapping,
+        device_id,
+        vendor_id,
+        sub_device_id,
+        sub_vendor_id,
+        legacy_igd,
+        pcie,
+        mdev,
+        hide_rombar,
+        romfile,
+        x_vga,
+    );
     if p.host.is_some() == p.mapping.is_some() {
         d.err(format!(
             "pci_devices[{i}]: exactly one of host or mapping must be set"
