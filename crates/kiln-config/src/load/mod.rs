@@ -1037,16 +1037,31 @@ impl<'o> Loader<'o> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One build block: its source references, then a run for each selected one.
     fn build_block(
         &mut self,
         b: &RawBlock,
         g: &Globals,
         sources: &IndexMap<(String, String), RawBlock>,
-        (required, pin_at): (&Required, Option<&str>),
+        pin: (&Required, Option<&str>),
         runs: &mut Vec<SourceRun>,
         other_runs: &mut Vec<OtherRun>,
     ) {
+        let (build_name, refs) = self.build_refs(b, g, sources);
+        for r in refs {
+            let out = (&mut *runs, &mut *other_runs);
+            self.source_run(b, g, sources, pin, build_name.as_deref(), r, out);
+        }
+    }
+
+    /// A build block's name and source references, in order: `sources = [...]` then
+    /// `source "x.y" {}` blocks.
+    fn build_refs<'b>(
+        &mut self,
+        b: &'b RawBlock,
+        g: &Globals,
+        sources: &IndexMap<(String, String), RawBlock>,
+    ) -> (Option<String>, Vec<SourceRef<'b>>) {
         let root = Scope::root(g);
         let mut build_name = None;
         // source references, in order: `sources = [...]` then `source "x.y" {}` blocks
@@ -1130,129 +1145,138 @@ impl<'o> Loader<'o> {
                 },
             }
         }
+        (build_name, refs)
+    }
 
-        for (ty, name, override_block, span, file) in refs {
-            let Some(src) = sources.get(&(ty.clone(), name.clone())) else {
-                let known: Vec<String> = sources.keys().map(|(t, n)| format!("{t}.{n}")).collect();
-                let knownr: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
-                let mut d = Diag::error(format!(
-                    "unknown source \"{ty}.{name}\": no source \"{ty}\" \"{name}\" block is declared"
-                ))
-                .at(&file, Some(span));
-                if let Some(s) = ebody::did_you_mean(&format!("{ty}.{name}"), &knownr) {
-                    d = d.with_help(format!("did you mean \"{s}\"?"));
-                }
-                self.errors.push(d);
-                continue;
-            };
-            // merge build-level overrides
-            let mut merged = src.body.clone();
-            let mut run_name = name.clone();
-            if let Some(ob) = override_block {
-                let idents: HashSet<String> = ob.body.blocks().map(|x| x.ident.clone()).collect();
-                merged
-                    .items
-                    .retain(|i| !matches!(i, RawItem::Block(x) if idents.contains(&x.ident)));
-                for item in &ob.body.items {
-                    match item {
-                        RawItem::Attr(a) if a.key == "name" => match root.eval(&a.expr) {
-                            Ok(Value::String(s)) => run_name = s,
-                            Ok(_) => self.errors.push(
-                                Diag::error("name must be a string")
-                                    .at(&a.file, Some(a.span.clone())),
-                            ),
-                            Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
-                        },
-                        RawItem::Attr(a) => {
-                            merged
-                                .items
-                                .retain(|i| !matches!(i, RawItem::Attr(x) if x.key == a.key));
-                            merged.items.push(RawItem::Attr(a.clone()));
-                        }
-                        RawItem::Block(bb) => merged.items.push(RawItem::Block(bb.clone())),
+    /// One source run of a build: the source with the build's overrides merged, evaluated with
+    /// `source.*` and `build.*`, decoded, with its provisioners and post-processors.
+    #[allow(clippy::too_many_arguments)]
+    fn source_run(
+        &mut self,
+        b: &RawBlock,
+        g: &Globals,
+        sources: &IndexMap<(String, String), RawBlock>,
+        (required, pin_at): (&Required, Option<&str>),
+        build_name: Option<&str>,
+        (ty, name, override_block, span, file): SourceRef,
+        (runs, other_runs): (&mut Vec<SourceRun>, &mut Vec<OtherRun>),
+    ) {
+        let root = Scope::root(g);
+        let Some(src) = sources.get(&(ty.clone(), name.clone())) else {
+            let known: Vec<String> = sources.keys().map(|(t, n)| format!("{t}.{n}")).collect();
+            let knownr: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+            let mut d = Diag::error(format!(
+                "unknown source \"{ty}.{name}\": no source \"{ty}\" \"{name}\" block is declared"
+            ))
+            .at(&file, Some(span));
+            if let Some(s) = ebody::did_you_mean(&format!("{ty}.{name}"), &knownr) {
+                d = d.with_help(format!("did you mean \"{s}\"?"));
+            }
+            self.errors.push(d);
+            return;
+        };
+        // merge build-level overrides
+        let mut merged = src.body.clone();
+        let mut run_name = name.clone();
+        if let Some(ob) = override_block {
+            let idents: HashSet<String> = ob.body.blocks().map(|x| x.ident.clone()).collect();
+            merged
+                .items
+                .retain(|i| !matches!(i, RawItem::Block(x) if idents.contains(&x.ident)));
+            for item in &ob.body.items {
+                match item {
+                    RawItem::Attr(a) if a.key == "name" => match root.eval(&a.expr) {
+                        Ok(Value::String(s)) => run_name = s,
+                        Ok(_) => self.errors.push(
+                            Diag::error("name must be a string").at(&a.file, Some(a.span.clone())),
+                        ),
+                        Err(e) => report(&mut self.errors, e, &a.file, a.span.clone()),
+                    },
+                    RawItem::Attr(a) => {
+                        merged
+                            .items
+                            .retain(|i| !matches!(i, RawItem::Attr(x) if x.key == a.key));
+                        merged.items.push(RawItem::Attr(a.clone()));
                     }
+                    RawItem::Block(bb) => merged.items.push(RawItem::Block(bb.clone())),
                 }
             }
-            let canonical_type = if ty == "proxmox" {
-                "proxmox-iso".to_string()
-            } else {
-                ty.clone()
-            };
-            let full = format!("{canonical_type}.{run_name}");
-            if !self.selected(&full, build_name.as_deref(), &ty, &run_name) {
-                continue;
-            }
-            let mut s = root.child();
-            s.bind("source", source_obj(&canonical_type, &run_name));
-            s.bind(
-                "build",
-                build_obj(build_name.as_deref(), &canonical_type, &run_name),
-            );
-            let ebody = eval_body(&merged, &s, &mut self.errors);
-            let (provs, pps) =
-                self.build_steps(b, &s, &full, &ty, &run_name, build_name.as_deref());
-            match ty.as_str() {
-                "proxmox-iso" | "proxmox" | "proxmox-clone" => {
-                    if ty == "proxmox" {
-                        self.warnings.push(
-                            Diag::warning("proxmox is deprecated, please use proxmox-iso instead").at(&src.file, Some(src.span.clone())),
-                        );
-                    }
-                    let mut cx = proxmox::Ctx {
-                        env: &self.opts.env,
-                        warnings: &mut self.warnings,
-                        now: self.opts.now.unwrap_or_else(time::OffsetDateTime::now_utc),
-                    };
-                    let config = proxmox::decode(
-                        &canonical_type,
-                        &ebody,
-                        &src.file,
-                        src.span.clone(),
-                        &format!("source \"{ty}\" \"{name}\""),
-                        &mut self.errors,
-                        &mut cx,
-                    );
-                    if canonical_type != "proxmox-clone" {
-                        packer::check_boot_iso_pin(&ebody, required, pin_at, &mut self.errors);
-                    }
-                    runs.push(SourceRun {
-                        build_name: build_name.clone(),
-                        source_type: canonical_type,
-                        source_name: run_name,
-                        config,
-                        provisioners: provs,
-                        post_processors: pps,
-                        location: loc_of(&src.file, &src.span),
-                    });
-                }
-                "null" | "file" => {
+        }
+        let canonical_type = if ty == "proxmox" {
+            "proxmox-iso".to_string()
+        } else {
+            ty.clone()
+        };
+        let full = format!("{canonical_type}.{run_name}");
+        if !self.selected(&full, build_name, &ty, &run_name) {
+            return;
+        }
+        let mut s = root.child();
+        s.bind("source", source_obj(&canonical_type, &run_name));
+        s.bind("build", build_obj(build_name, &canonical_type, &run_name));
+        let ebody = eval_body(&merged, &s, &mut self.errors);
+        let (provs, pps) = self.build_steps(b, &s, &full, &ty, &run_name, build_name);
+        match ty.as_str() {
+            "proxmox-iso" | "proxmox" | "proxmox-clone" => {
+                if ty == "proxmox" {
                     self.warnings.push(
-                        Diag::warning(format!(
-                            "source \"{ty}.{run_name}\": kiln builds only proxmox-iso and proxmox-clone sources; this one is checked but will be skipped"
-                        ))
-                        .at(&src.file, Some(src.span.clone())),
+                        Diag::warning("proxmox is deprecated, please use proxmox-iso instead").at(&src.file, Some(src.span.clone())),
                     );
-                    let settings = ebody
-                        .attrs
-                        .iter()
-                        .map(|(k, a)| (k.clone(), serde_json::to_value(&a.value).unwrap_or(serde_json::Value::Null)))
-                        .collect();
-                    other_runs.push(OtherRun {
-                        build_name: build_name.clone(),
-                        source_type: ty.clone(),
-                        source_name: run_name,
-                        settings,
-                        provisioners: provs,
-                        post_processors: pps,
-                    });
                 }
-                other => self.errors.push(
-                    Diag::error(format!(
-                        "not supported: source type \"{other}\" (kiln builds proxmox-iso and proxmox-clone; null and file sources are accepted and skipped)"
+                let mut cx = proxmox::Ctx {
+                    env: &self.opts.env,
+                    warnings: &mut self.warnings,
+                    now: self.opts.now.unwrap_or_else(time::OffsetDateTime::now_utc),
+                };
+                let config = proxmox::decode(
+                    &canonical_type,
+                    &ebody,
+                    &src.file,
+                    src.span.clone(),
+                    &format!("source \"{ty}\" \"{name}\""),
+                    &mut self.errors,
+                    &mut cx,
+                );
+                if canonical_type != "proxmox-clone" {
+                    packer::check_boot_iso_pin(&ebody, required, pin_at, &mut self.errors);
+                }
+                runs.push(SourceRun {
+                    build_name: build_name.map(str::to_string),
+                    source_type: canonical_type,
+                    source_name: run_name,
+                    config,
+                    provisioners: provs,
+                    post_processors: pps,
+                    location: loc_of(&src.file, &src.span),
+                });
+            }
+            "null" | "file" => {
+                self.warnings.push(
+                    Diag::warning(format!(
+                        "source \"{ty}.{run_name}\": kiln builds only proxmox-iso and proxmox-clone sources; this one is checked but will be skipped"
                     ))
                     .at(&src.file, Some(src.span.clone())),
-                ),
+                );
+                let settings = ebody
+                    .attrs
+                    .iter()
+                    .map(|(k, a)| (k.clone(), serde_json::to_value(&a.value).unwrap_or(serde_json::Value::Null)))
+                    .collect();
+                other_runs.push(OtherRun {
+                    build_name: build_name.map(str::to_string),
+                    source_type: ty.clone(),
+                    source_name: run_name,
+                    settings,
+                    provisioners: provs,
+                    post_processors: pps,
+                });
             }
+            other => self.errors.push(
+                Diag::error(format!(
+                    "not supported: source type \"{other}\" (kiln builds proxmox-iso and proxmox-clone; null and file sources are accepted and skipped)"
+                ))
+                .at(&src.file, Some(src.span.clone())),
+            ),
         }
     }
 
