@@ -351,10 +351,13 @@ fn rfc3339_now() -> String {
         .unwrap_or_default()
 }
 
-/// `1.2s`, `2m03s`, `1h02m03s` — for step lists and summaries.
+/// `20ms`, `1.2s`, `2m03s`, `1h02m03s` — for step lists and summaries.
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s < 60.0 {
+    if s < 1.0 {
+        // a key interval of 20 ms must not read "0.0s"
+        format!("{}ms", d.as_millis())
+    } else if s < 60.0 {
         format!("{s:.1}s")
     } else if s < 3600.0 {
         let t = d.as_secs();
@@ -476,6 +479,8 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_duration(Duration::from_millis(20)), "20ms");
+        assert_eq!(fmt_duration(Duration::ZERO), "0ms");
         assert_eq!(fmt_duration(Duration::from_secs(123)), "2m03s");
         assert_eq!(
             fmt_duration_words(Duration::from_secs(723)),
