@@ -734,7 +734,7 @@ fn decode_isos(
                 boot.iso_urls = v;
             }
         }
-        if let Some(v) = d.str("iso_checksum") {
+        if let Some(v) = checksum(d, "iso_checksum", "boot_iso") {
             boot.iso_checksum.get_or_insert(v);
         }
         if let Some(v) = d.str("iso_storage_pool") {
@@ -759,12 +759,16 @@ fn decode_isos(
         && body.failed.is_empty()
         && boot_block.is_none_or(|b| b.body.failed.is_empty())
     {
+        let failed = boot.iso_checksum.is_none()
+            && (written(body, "iso_checksum")
+                || boot_block.is_some_and(|b| written(&b.body, "iso_checksum")));
         check_iso(
             &boot,
             "boot_iso",
             boot_block
                 .map(|b| (&b.file, b.span.clone()))
                 .unwrap_or((file, d.span.clone())),
+            failed,
             d.errs,
         );
     }
@@ -772,10 +776,12 @@ fn decode_isos(
     for (i, b) in d.blocks("additional_iso_files").into_iter().enumerate() {
         let iso = decode_iso(b, false, Some(i), d.errs);
         if b.body.failed.is_empty() {
+            let failed = iso.iso_checksum.is_none() && written(&b.body, "iso_checksum");
             check_iso(
                 &iso,
                 &format!("additional_iso {i}"),
                 (&b.file, b.span.clone()),
+                failed,
                 d.errs,
             );
         }
@@ -1273,7 +1279,7 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         Some(i) => format!("additional_iso_files[{i}]"),
         None => "boot_iso".to_string(),
     };
-    let mut d = Dec::for_block(b, errs, what).with_table("boot_iso");
+    let mut d = Dec::for_block(b, errs, what.clone()).with_table("boot_iso");
     let mut iso = IsoConfig {
         r#type: d.str("type").unwrap_or_default(),
         index: d.str("index"),
@@ -1281,7 +1287,7 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         iso_file: d.str("iso_file"),
         iso_url: d.str("iso_url"),
         iso_urls: d.list_or_empty("iso_urls"),
-        iso_checksum: d.str("iso_checksum"),
+        iso_checksum: checksum(&mut d, "iso_checksum", &what),
         iso_target_path: d.str("iso_target_path"),
         iso_target_extension: d
             .str("iso_target_extension")
@@ -1341,10 +1347,12 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
     iso
 }
 
+/// `checksum_failed`: an `iso_checksum` was written but refused (already reported at its line).
 fn check_iso(
     iso: &IsoConfig,
     what: &str,
     at: (&Arc<SourceFile>, Range<usize>),
+    checksum_failed: bool,
     errs: &mut Vec<Diag>,
 ) {
     let has_file = iso.iso_file.is_some();
@@ -1367,7 +1375,7 @@ fn check_iso(
             "when specifying iso_url in a {what} block, iso_storage_pool must also be specified"
         )));
     }
-    if has_url && iso.iso_checksum.is_none() {
+    if has_url && iso.iso_checksum.is_none() && !checksum_failed {
         errs.push(e(format!(
             "{what}: iso_checksum is required with iso_url (use \"none\" to skip verification)"
         )));
@@ -1382,19 +1390,30 @@ fn check_iso(
             "iso_download_pve can only be used together with iso_url".into()
         ));
     }
-    if let Some(c) = &iso.iso_checksum {
-        if let Some(m) = checksum_problem(c) {
-            errs.push(e(format!("{what}: invalid iso_checksum \"{c}\": {m}")));
-        }
-    }
 }
 
-/// What is wrong with an `iso_checksum`, by the parser the ISO fetcher uses too.
-fn checksum_problem(c: &str) -> Option<String> {
-    if c.contains("{{") {
-        return None;
+/// Whether `key` is set to something other than null or "" in `body`.
+fn written(body: &EBody, key: &str) -> bool {
+    body.attrs.get(key).is_some_and(|a| match &a.value {
+        hcl::Value::Null => false,
+        hcl::Value::String(s) => !s.is_empty(),
+        _ => true,
+    })
+}
+
+/// `iso_checksum`, parsed once by the parser the ISO fetcher's plan is made of; an invalid value
+/// is an error at its line (`None` then).
+fn checksum(
+    d: &mut Dec,
+    key: &'static str,
+    what: &str,
+) -> Option<crate::model::checksum::ChecksumSpec> {
+    let v = d.str(key)?;
+    match crate::model::checksum::ChecksumSpec::parse(&v) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            d.err_at(key, format!("{what}: {e}"));
+            None
+        }
     }
-    crate::model::checksum::ChecksumSpec::parse(c)
-        .err()
-        .map(|e| e.msg)
 }

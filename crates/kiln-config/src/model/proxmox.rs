@@ -233,8 +233,10 @@ pub struct IsoConfig {
     pub iso_file: Option<String>,
     pub iso_url: Option<String>,
     pub iso_urls: Vec<String>,
-    /// `sha256:…`, bare hex, `file:…` (fetched by build/init, not validate), or `none`.
-    pub iso_checksum: Option<String>,
+    /// Parsed once by the loader (`sha256:…`, bare hex, `file:…`, `<type>:file:…`, `none`);
+    /// a `file:` checksum file is fetched by `init` and the build, not by validate. Shown (and
+    /// serialised) in its canonical form ([`super::checksum::ChecksumSpec`]'s `Display`).
+    pub iso_checksum: Option<super::checksum::ChecksumSpec>,
     pub iso_target_path: Option<String>,
     /// Default `iso`.
     pub iso_target_extension: String,
