@@ -205,19 +205,15 @@ enum Hold {
     Off,
 }
 
-/// Go `time.ParseDuration` restricted to non-negative values; `Err` text for
-/// negative ones.
+/// A `<waitXX>` argument: Packer's grammar (`( Number TimeUnit )+`, Number = `-`? Integer
+/// (`.` Digit+)?) decides whether `s` is a duration at all (`None`: it is not); its value is
+/// Go's `time.ParseDuration` of the text ([`crate::duration::parse_go_duration`]), refused when
+/// negative.
 fn go_duration(s: &str) -> Option<Result<Duration, String>> {
-    // ( Number TimeUnit )+ ; Number = '-'? Integer ('.' Digit+)?
     let b = s.as_bytes();
     let mut i = 0;
-    let mut total = 0f64;
-    let mut negative = false;
-    let mut groups = 0;
     while i < b.len() {
-        let start = i;
-        let neg = b[i] == b'-';
-        if neg {
+        if b[i] == b'-' {
             i += 1;
         }
         // Integer = '0' / [1-9][0-9]*
@@ -230,48 +226,33 @@ fn go_duration(s: &str) -> Option<Result<Duration, String>> {
         } else {
             return None;
         }
-        if i < b.len() && b[i] == b'.' {
-            let dot = i;
+        if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
             i += 1;
-            let ds = i;
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
-            if i == ds {
-                i = dot;
-            }
         }
-        let num: f64 = s[start..i].parse().ok()?;
         let rest = &s[i..];
-        let (unit, len) = [
-            ("ns", 1e-9),
-            ("us", 1e-6),
-            ("µs", 1e-6),
-            ("ms", 1e-3),
-            ("s", 1.0),
-            ("m", 60.0),
-            ("h", 3600.0),
-        ]
-        .iter()
-        .find(|(u, _)| rest.starts_with(u))
-        .map(|(u, f)| (*f, u.len()))?;
+        let len = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .find(|u| rest.starts_with(*u))
+            .map(|u| u.len())?;
         i += len;
-        if neg {
-            negative = true;
-        }
-        total += num * unit;
-        groups += 1;
     }
-    if groups == 0 {
+    if s.is_empty() {
         return None;
     }
-    if negative || total < 0.0 {
+    let nanos = match crate::duration::parse_go_duration(s) {
+        Ok(n) => n,
+        Err(m) => return Some(Err(m)),
+    };
+    if nanos < 0 {
         return Some(Err(format!("Expecting a positive wait value. Got {s}")));
     }
-    if !total.is_finite() || total > 1e9 {
+    if nanos > 1_000_000_000 * 1_000_000_000 {
         return Some(Err(format!("wait value {s} is too large")));
     }
-    Some(Ok(Duration::from_secs_f64(total)))
+    Some(Ok(Duration::from_nanos(nanos as u64)))
 }
 
 /// Try to read a tag at `s` (which starts with `<`). Returns the token and

@@ -15,6 +15,7 @@
 //! assert_eq!(p.key_count(), 1 + 24 + 1); // esc, 24 characters, enter
 //! ```
 
+pub mod duration;
 pub mod gotmpl;
 pub mod keys;
 pub mod qcodes;

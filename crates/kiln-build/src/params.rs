@@ -2,7 +2,7 @@
 //! builds them (behaviour reference §2.4), plus the small pure helpers the finishing steps need
 //! (cloud-init slot, ISO slots, unused disks).
 
-use kiln_config::model::{Disk, IsoConfig, NetworkAdapter, ProxmoxIsoConfig};
+use kiln_config::model::{Bus, Disk, IsoConfig, NetworkAdapter, ProxmoxIsoConfig};
 use std::collections::BTreeSet;
 
 pub type Params = Vec<(String, String)>;
@@ -10,21 +10,10 @@ pub type Params = Vec<(String, String)>;
 /// (slot like `scsi0`, index into the input list).
 pub type SlotList = Vec<(String, usize)>;
 
-/// Per-bus index limits (ide 0–3, sata 0–5, scsi 0–30, virtio 0–15).
-pub fn bus_max(bus: &str) -> u32 {
-    match bus {
-        "ide" => 3,
-        "sata" => 5,
-        "scsi" => 30,
-        "virtio" => 15,
-        _ => 0,
-    }
-}
-
 /// One ISO to attach: its bus slot request and the volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsoAttach {
-    pub bus: String,
+    pub bus: Bus,
     pub index: Option<u32>,
     /// `local:iso/x.iso`
     pub volid: String,
@@ -33,27 +22,18 @@ pub struct IsoAttach {
 impl IsoAttach {
     /// The boot ISO: `ide2` unless configured otherwise.
     pub fn boot(cfg: &IsoConfig, volid: String) -> IsoAttach {
-        let bus = if cfg.r#type.is_empty() {
-            "ide".to_string()
-        } else {
-            cfg.r#type.clone()
-        };
+        let bus = cfg.r#type.bus();
         let index = cfg
             .index
             .as_deref()
             .and_then(|i| i.parse().ok())
-            .or(if bus == "ide" { Some(2) } else { None });
+            .or(if bus == Bus::Ide { Some(2) } else { None });
         IsoAttach { bus, index, volid }
     }
 
     pub fn additional(cfg: &IsoConfig, volid: String) -> IsoAttach {
-        let bus = if cfg.r#type.is_empty() {
-            "ide".to_string()
-        } else {
-            cfg.r#type.clone()
-        };
         IsoAttach {
-            bus,
+            bus: cfg.r#type.bus(),
             index: cfg.index.as_deref().and_then(|i| i.parse().ok()),
             volid,
         }
@@ -67,22 +47,23 @@ pub fn assign_slots(disks: &[Disk], isos: &[IsoAttach]) -> Result<(SlotList, Slo
     let mut iso_slots: Vec<Option<String>> = vec![None; isos.len()];
     for (k, iso) in isos.iter().enumerate() {
         if let Some(i) = iso.index {
-            if i > bus_max(&iso.bus) {
+            if i > iso.bus.max_index() {
                 return Err(format!(
-                    "ISO index {}{} is out of range for bus {}",
-                    iso.bus, i, iso.bus
+                    "ISO index {} is out of range for bus {}",
+                    iso.bus.slot(i),
+                    iso.bus
                 ));
             }
-            let slot = format!("{}{}", iso.bus, i);
+            let slot = iso.bus.slot(i);
             if !used.insert(slot.clone()) {
                 return Err(format!("two ISOs configured on {slot}"));
             }
             iso_slots[k] = Some(slot);
         }
     }
-    let next_free = |bus: &str, used: &mut BTreeSet<String>| -> Result<String, String> {
-        for i in 0..=bus_max(bus) {
-            let s = format!("{bus}{i}");
+    let next_free = |bus: Bus, used: &mut BTreeSet<String>| -> Result<String, String> {
+        for i in 0..=bus.max_index() {
+            let s = bus.slot(i);
             if !used.contains(&s) {
                 used.insert(s.clone());
                 return Ok(s);
@@ -90,22 +71,18 @@ pub fn assign_slots(disks: &[Disk], isos: &[IsoAttach]) -> Result<(SlotList, Slo
         }
         Err(format!(
             "storage enumeration reached {bus} index {}, too many {bus} devices configured",
-            bus_max(bus) + 1
+            bus.max_index() + 1
         ))
     };
     let mut disk_slots = Vec::new();
     for (k, d) in disks.iter().enumerate() {
-        let bus = match d.r#type.as_str() {
-            "sata" | "virtio" | "ide" | "scsi" => d.r#type.as_str(),
-            _ => "scsi",
-        };
-        disk_slots.push((next_free(bus, &mut used)?, k));
+        disk_slots.push((next_free(d.r#type, &mut used)?, k));
     }
     let mut isos_out = Vec::new();
     for (k, iso) in isos.iter().enumerate() {
         let slot = match iso_slots[k].take() {
             Some(s) => s,
-            None => next_free(&iso.bus, &mut used)?,
+            None => next_free(iso.bus, &mut used)?,
         };
         isos_out.push((slot, k));
     }
@@ -120,28 +97,25 @@ pub fn disk_size_gib(size: &str) -> Result<u64, String> {
         .map_err(|m| format!("disk_size {size:?} {m}"))
 }
 
-fn disk_value(d: &Disk, bus: &str) -> Result<String, String> {
+fn disk_value(d: &Disk) -> Result<String, String> {
+    let bus = d.r#type;
     let mut v = format!("{}:{}", d.storage_pool, disk_size_gib(&d.disk_size)?);
-    if let Some(a) = d.asyncio.as_deref().filter(|a| !a.is_empty()) {
+    if let Some(a) = d.asyncio {
         v.push_str(&format!(",aio={a}"));
     }
     if d.exclude_from_backup {
         v.push_str(",backup=0");
     }
-    if !d.cache_mode.is_empty() {
-        v.push_str(&format!(",cache={}", d.cache_mode));
-    }
+    v.push_str(&format!(",cache={}", d.cache_mode));
     if d.discard {
         v.push_str(",discard=on");
     }
-    if !d.format.is_empty() {
-        v.push_str(&format!(",format={}", d.format));
-    }
-    if d.io_thread && (bus == "scsi" || bus == "virtio") {
+    v.push_str(&format!(",format={}", d.format));
+    if d.io_thread && matches!(bus, Bus::Scsi | Bus::Virtio) {
         v.push_str(",iothread=1");
     }
     v.push_str(",replicate=0");
-    if d.ssd && bus != "virtio" {
+    if d.ssd && bus != Bus::Virtio {
         v.push_str(",ssd=1");
     }
     Ok(v)
@@ -159,11 +133,7 @@ pub fn repeatable_mac(vmid: u32, index: usize) -> String {
 }
 
 fn net_value(n: &NetworkAdapter, vmid: u32, index: usize) -> String {
-    let model = if n.model.is_empty() {
-        "e1000"
-    } else {
-        n.model.as_str()
-    };
+    let model = n.model;
     let mut v = match n.mac_address.as_deref().filter(|m| !m.is_empty()) {
         Some("repeatable") => format!("{model}={}", repeatable_mac(vmid, index)),
         Some(mac) => format!("{model}={}", mac.to_uppercase()),
@@ -251,11 +221,7 @@ pub fn create_params(
     }
     let (disk_slots, iso_slots) = assign_slots(&cfg.disks, isos)?;
     for (slot, k) in &disk_slots {
-        let bus: String = slot
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .collect();
-        add(slot, disk_value(&cfg.disks[*k], &bus)?);
+        add(slot, disk_value(&cfg.disks[*k])?);
     }
     for (slot, k) in &iso_slots {
         add(slot, format!("{},media=cdrom", isos[*k].volid));
@@ -344,10 +310,10 @@ pub fn create_params(
 }
 
 /// First free slot of `bus` (for the cloud-init drive) given the VM's config keys.
-pub fn first_free_slot<'a>(bus: &str, keys: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn first_free_slot<'a>(bus: Bus, keys: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let used: BTreeSet<&str> = keys.into_iter().collect();
-    (0..=bus_max(bus))
-        .map(|i| format!("{bus}{i}"))
+    (0..=bus.max_index())
+        .map(|i| bus.slot(i))
         .find(|s| !used.contains(s.as_str()))
 }
 
@@ -361,16 +327,16 @@ pub fn storage_of(volume_value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_config::model::{EfiConfig, Vga};
+    use kiln_config::model::{CacheMode, DiskFormat, EfiConfig, NicModel, Vga};
 
-    fn disk(t: &str, size: &str) -> Disk {
+    fn disk(t: Bus, size: &str) -> Disk {
         Disk {
-            r#type: t.into(),
+            r#type: t,
             storage_pool: "local-lvm".into(),
             storage_pool_type: None,
             disk_size: size.into(),
-            format: "raw".into(),
-            cache_mode: "none".into(),
+            format: DiskFormat::Raw,
+            cache_mode: CacheMode::None,
             io_thread: false,
             asyncio: None,
             discard: false,
@@ -407,14 +373,14 @@ mod tests {
             serials: vec!["socket".into()],
             ..ProxmoxIsoConfig::default()
         };
-        let mut d = disk("scsi", "20G");
+        let mut d = disk(Bus::Scsi, "20G");
         d.io_thread = true;
         d.discard = true;
         d.ssd = true;
-        cfg.disks = vec![d, disk("virtio", "512M")];
+        cfg.disks = vec![d, disk(Bus::Virtio, "512M")];
         cfg.network_adapters = vec![NetworkAdapter {
             bridge: "vmbr0".into(),
-            model: "virtio".into(),
+            model: NicModel::Virtio,
             mac_address: Some("repeatable".into()),
             vlan_tag: Some("10".into()),
             firewall: true,
@@ -456,21 +422,21 @@ mod tests {
     fn slots_static_isos_first_then_disks_then_dynamic_isos() {
         let isos = vec![
             IsoAttach {
-                bus: "ide".into(),
+                bus: Bus::Ide,
                 index: Some(0),
                 volid: "a".into(),
             },
             IsoAttach {
-                bus: "ide".into(),
+                bus: Bus::Ide,
                 index: None,
                 volid: "b".into(),
             },
         ];
         let (d, i) =
-            assign_slots(&[disk("ide", "1G"), disk("scsi", "1G")], &isos).unwrap_or_default();
+            assign_slots(&[disk(Bus::Ide, "1G"), disk(Bus::Scsi, "1G")], &isos).unwrap_or_default();
         assert_eq!(d, vec![("ide1".to_string(), 0), ("scsi0".to_string(), 1)]);
         assert_eq!(i, vec![("ide0".to_string(), 0), ("ide2".to_string(), 1)]);
-        let too_many = vec![disk("ide", "1G"); 5];
+        let too_many = vec![disk(Bus::Ide, "1G"); 5];
         assert!(assign_slots(&too_many, &[])
             .unwrap_err()
             .contains("too many ide"));
@@ -483,7 +449,7 @@ mod tests {
         assert_eq!(disk_size_gib("1536M"), Ok(2));
         assert!(disk_size_gib("20GB").is_err());
         assert_eq!(
-            first_free_slot("ide", ["ide0", "ide2"]),
+            first_free_slot(Bus::Ide, ["ide0", "ide2"]),
             Some("ide1".into())
         );
         assert_eq!(

@@ -7,7 +7,7 @@
 //! let fetcher = Fetcher::new(Fetcher::default_cache_dir())?;
 //! let src = IsoSource {
 //!     urls: vec!["https://releases.ubuntu.com/24.04/ubuntu-24.04.3-live-server-amd64.iso".into()],
-//!     checksum: "file:https://releases.ubuntu.com/24.04/SHA256SUMS".into(),
+//!     checksum: "file:https://releases.ubuntu.com/24.04/SHA256SUMS".parse()?,
 //! };
 //! let got = fetcher.fetch(&src, &|p: &kiln_iso::Progress<'_>| eprintln!("{} {}/{:?}", p.url, p.done, p.total)).await?;
 //! println!("{} ({:?})", got.path.display(), got.action);
@@ -38,11 +38,12 @@ mod checksum;
 
 pub use checksum::{find_in_checksum_file, Algo, ChecksumSpec, Digest};
 
-/// An ISO to obtain: Packer's `iso_urls` (or `[iso_url]`) plus `iso_checksum`.
+/// An ISO to obtain: Packer's `iso_urls` (or `[iso_url]`) plus `iso_checksum`, as the plan
+/// carries it (parsed once, by kiln-config's loader).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsoSource {
     pub urls: Vec<String>,
-    pub checksum: String,
+    pub checksum: ChecksumSpec,
 }
 
 /// Errors, each with what failed and what to try.
@@ -263,7 +264,7 @@ impl Fetcher {
     pub fn cache_path(&self, src: &IsoSource) -> PathBuf {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
-        h.update(src.checksum.trim().as_bytes());
+        h.update(src.checksum.to_string().as_bytes());
         for u in &src.urls {
             h.update([0u8]);
             h.update(u.as_bytes());
@@ -300,7 +301,6 @@ impl Fetcher {
 
     /// What [`fetch`](Self::fetch) would do, without any network access.
     pub fn plan(&self, src: &IsoSource) -> Result<Planned, IsoError> {
-        ChecksumSpec::parse(&src.checksum)?;
         let first = src.urls.first().ok_or(IsoError::NoUrls)?;
         if is_local(first) {
             let path = self.local_path(first);
@@ -311,7 +311,7 @@ impl Fetcher {
         if path.is_file()
             && self
                 .read_meta(&path)
-                .is_some_and(|m| m.spec == src.checksum.trim())
+                .is_some_and(|m| m.spec == src.checksum.to_string())
         {
             return Ok(Planned::Cached { path });
         }
@@ -344,16 +344,16 @@ impl Fetcher {
         src: &IsoSource,
         progress: &(dyn Fn(&Progress<'_>) + Sync),
     ) -> Result<Fetched, IsoError> {
-        let spec = ChecksumSpec::parse(&src.checksum)?;
+        let spec = &src.checksum;
         if src.urls.is_empty() {
             return Err(IsoError::NoUrls);
         }
-        if spec == ChecksumSpec::None {
+        if *spec == ChecksumSpec::None {
             tracing::warn!("iso_checksum = \"none\": the ISO is not verified");
         }
         let mut errors = Vec::new();
         for url in &src.urls {
-            match self.fetch_one(src, &spec, url, progress).await {
+            match self.fetch_one(src, spec, url, progress).await {
                 Ok(f) => return Ok(f),
                 Err(e) => {
                     tracing::warn!(url = %url, error = %e, "ISO source failed");
@@ -406,7 +406,7 @@ impl Fetcher {
         std::fs::create_dir_all(&self.cache_dir).map_err(io_err("create", &self.cache_dir))?;
         // One writer per cache entry: a second kiln fetching the same ISO waits, then finds it cached.
         let _lock = lock_entry(&path).await?;
-        let spec_text = src.checksum.trim().to_string();
+        let spec_text = src.checksum.to_string();
         // The digest recorded for this spec by an earlier run: a re-download needs no checksum-file request.
         let mut known: Option<Option<Digest>> = None;
         if path.is_file() {

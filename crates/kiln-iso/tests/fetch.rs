@@ -8,7 +8,12 @@ use axum::body::Body;
 use axum::extract::{Path as AxPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use kiln_iso::{Action, Fetcher, IsoError, IsoSource, Planned, Progress};
+use kiln_iso::{Action, ChecksumSpec, Fetcher, IsoError, IsoSource, Planned, Progress};
+
+/// A checksum as the loader hands it over (parsed).
+fn spec(text: impl AsRef<str>) -> ChecksumSpec {
+    ChecksumSpec::parse(text.as_ref()).expect("a valid iso_checksum")
+}
 use sha2::Digest as _;
 
 struct Server {
@@ -141,7 +146,7 @@ async fn first_download_then_cached_without_request() {
     let f = fetcher(&dir);
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: format!("sha256:{}", sha(&srv)),
+        checksum: spec(format!("sha256:{}", sha(&srv))),
     };
     let max_seen = std::sync::atomic::AtomicU64::new(0);
     let progress = |p: &Progress<'_>| {
@@ -178,7 +183,7 @@ async fn corrupted_cache_is_detected_and_refetched() {
     let f = fetcher(&dir);
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: sha(&srv),
+        checksum: spec(sha(&srv)),
     };
     let got = f.fetch(&src, &no_progress).await.expect("download");
     let mut data = std::fs::read(&got.path).expect("read");
@@ -202,7 +207,7 @@ async fn interrupted_download_resumes_with_range_in_one_call() {
     let f = fetcher(&dir);
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: format!("sha256:{}", sha(&srv)),
+        checksum: spec(format!("sha256:{}", sha(&srv))),
     };
     let got = f.fetch(&src, &no_progress).await.expect("resumed download");
     assert_eq!(std::fs::read(&got.path).expect("read"), srv.body);
@@ -236,7 +241,7 @@ async fn interrupted_download_resumes_across_runs_and_never_leaves_the_final_nam
     let f = fetcher(&dir).attempts(1);
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: format!("sha256:{}", sha(&srv)),
+        checksum: spec(format!("sha256:{}", sha(&srv))),
     };
     let err = f
         .fetch(&src, &no_progress)
@@ -274,7 +279,7 @@ async fn file_checksum_url_remote_and_local() {
     let f = fetcher(&dir);
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: format!("file:http://{addr}/SHA256SUMS"),
+        checksum: spec(format!("file:http://{addr}/SHA256SUMS")),
     };
     let got = f.fetch(&src, &no_progress).await.expect("download");
     assert_eq!(got.digest.as_ref().map(|d| d.hex.clone()), Some(sha(&srv)));
@@ -305,7 +310,7 @@ async fn file_checksum_url_remote_and_local() {
     .expect("write");
     let local = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: "file:./SUMS".into(),
+        checksum: spec("file:./SUMS"),
     };
     let got = f
         .fetch(&local, &no_progress)
@@ -321,7 +326,7 @@ async fn file_checksum_url_remote_and_local() {
     .expect("write");
     let none = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: "file:./OTHER".into(),
+        checksum: spec("file:./OTHER"),
     };
     let err = f.fetch(&none, &no_progress).await.expect_err("no entry");
     assert!(matches!(err, IsoError::ChecksumNotFound { .. }), "{err}");
@@ -335,7 +340,7 @@ async fn checksum_mismatch_names_expected_got_and_url() {
     let url = format!("http://{addr}/guest.iso");
     let src = IsoSource {
         urls: vec![url.clone()],
-        checksum: format!("sha256:{}", "ab".repeat(32)),
+        checksum: spec(format!("sha256:{}", "ab".repeat(32))),
     };
     let err = f.fetch(&src, &no_progress).await.expect_err("mismatch");
     let msg = err.to_string();
@@ -358,7 +363,7 @@ async fn not_found_is_typed_and_next_url_is_tried() {
     let f = fetcher(&dir);
     let missing = IsoSource {
         urls: vec![format!("http://{addr}/gone.iso")],
-        checksum: sha(&srv),
+        checksum: spec(sha(&srv)),
     };
     match f.fetch(&missing, &no_progress).await {
         Err(e @ IsoError::Http { status: 404, .. }) => {
@@ -371,7 +376,7 @@ async fn not_found_is_typed_and_next_url_is_tried() {
             format!("http://{addr}/gone.iso"),
             format!("http://{addr}/guest.iso"),
         ],
-        checksum: sha(&srv),
+        checksum: spec(sha(&srv)),
     };
     let got = f
         .fetch(&both, &no_progress)
@@ -380,7 +385,7 @@ async fn not_found_is_typed_and_next_url_is_tried() {
     assert!(got.url.ends_with("/guest.iso"));
     let refused = IsoSource {
         urls: vec!["http://127.0.0.1:1/x.iso".into()],
-        checksum: sha(&srv),
+        checksum: spec(sha(&srv)),
     };
     assert!(matches!(
         f.attempts(1).fetch(&refused, &no_progress).await,
@@ -402,7 +407,7 @@ async fn local_files_are_verified_in_place() {
     ] {
         let src = IsoSource {
             urls: vec![url.clone()],
-            checksum: format!("sha256:{}", sha(&srv)),
+            checksum: spec(format!("sha256:{}", sha(&srv))),
         };
         let got = f.fetch(&src, &no_progress).await.expect("local");
         assert_eq!(got.action, Action::Local, "{url}");
@@ -417,7 +422,7 @@ async fn local_files_are_verified_in_place() {
     }
     let bad = IsoSource {
         urls: vec!["guest.iso".into()],
-        checksum: format!("md5:{}", "0".repeat(32)),
+        checksum: spec(format!("md5:{}", "0".repeat(32))),
     };
     assert!(matches!(
         f.fetch(&bad, &no_progress).await,
@@ -425,7 +430,7 @@ async fn local_files_are_verified_in_place() {
     ));
     let gone = IsoSource {
         urls: vec!["nope.iso".into()],
-        checksum: "none".into(),
+        checksum: spec("none"),
     };
     assert!(matches!(
         f.fetch(&gone, &no_progress).await,
@@ -439,7 +444,7 @@ async fn local_files_are_verified_in_place() {
         f.fetch(
             &IsoSource {
                 urls: vec![],
-                checksum: "none".into()
+                checksum: spec("none")
             },
             &no_progress
         )
@@ -454,7 +459,7 @@ async fn concurrent_fetches_of_one_iso_download_it_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: format!("sha256:{}", sha(&srv)),
+        checksum: spec(format!("sha256:{}", sha(&srv))),
     };
     let (f1, f2) = (fetcher(&dir), fetcher(&dir));
     let (a, b) = tokio::join!(f1.fetch(&src, &no_progress), f2.fetch(&src, &no_progress));
@@ -479,7 +484,7 @@ async fn a_stale_part_file_is_discarded_after_a_mismatch() {
     let f = fetcher(&dir);
     let src = IsoSource {
         urls: vec![format!("http://{addr}/guest.iso")],
-        checksum: format!("sha256:{}", sha(&srv)),
+        checksum: spec(format!("sha256:{}", sha(&srv))),
     };
     std::fs::create_dir_all(f.cache_dir()).expect("mkdir");
     let mut part = f.cache_path(&src).into_os_string();

@@ -129,22 +129,18 @@ pub fn char_keys(c: char) -> Option<Vec<&'static str>> {
     Some(vec!["shift", shifted])
 }
 
+/// `<wait>`, `<waitN>` (seconds) or `<waitD>` with a Go duration, read by the parser kiln's boot
+/// command uses (`kiln_bootcmd::duration`).
 fn wait(spec: &str) -> Option<Duration> {
     let rest = spec.strip_prefix("wait")?;
     if rest.is_empty() {
         return Some(Duration::from_secs(1));
     }
-    let (num, unit) = if let Some(n) = rest.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = rest.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = rest.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (rest, 1.0)
-    };
-    let n: f64 = num.parse().ok()?;
-    Some(Duration::from_secs_f64(n * unit))
+    if rest.bytes().all(|b| b.is_ascii_digit()) {
+        return rest.parse().ok().map(Duration::from_secs);
+    }
+    let nanos = kiln_bootcmd::duration::parse_go_duration(rest).ok()?;
+    u64::try_from(nanos).ok().map(Duration::from_nanos)
 }
 
 /// Parse a boot command into steps.

@@ -308,7 +308,7 @@ mod tests {
             }],
             network_adapters: vec![NetworkAdapter {
                 bridge: "vmbr0".into(),
-                model: "virtio".into(),
+                model: kiln_config::model::NicModel::Virtio,
                 mac_address: None,
                 vlan_tag: None,
                 firewall: false,

@@ -6,6 +6,7 @@ use super::{pve_err, BuildState, StepError};
 use crate::params::{first_free_slot, storage_of};
 use crate::pipeline::{Step, StepContext};
 use async_trait::async_trait;
+use kiln_config::model::Bus;
 use kiln_pve::{ShutdownOptions, VmConfig};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -75,13 +76,7 @@ pub fn finalize_params(st: &BuildState, conf: &VmConfig) -> Result<Vec<(String, 
     let mut params: Vec<(String, String)> = Vec::new();
     let mut delete: Vec<String> = Vec::new();
     let keys: Vec<String> = conf.0.keys().cloned().collect();
-    let drive_re = |k: &str| {
-        let bus: String = k.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-        let idx = &k[bus.len()..];
-        ["ide", "sata", "scsi", "virtio"].contains(&bus.as_str())
-            && !idx.is_empty()
-            && idx.chars().all(|c| c.is_ascii_digit())
-    };
+    let drive_re = |k: &str| Bus::parse_slot(k).is_some();
     // ISOs to unmount
     let mut unmounts: Vec<(String, bool)> = Vec::new(); // (volid, keep_cdrom_device)
     if let Some(b) = &st.boot_iso {
@@ -142,11 +137,7 @@ pub fn finalize_params(st: &BuildState, conf: &VmConfig) -> Result<Vec<(String, 
                 conf.get(&bd).and_then(storage_of)
             })
             .ok_or("cloud_init is set to true, but cloud_init_storage_pool is empty and could not be set automatically. set cloud_init_storage_pool in your configuration")?;
-        let bus = if cfg.cloud_init_disk_type.is_empty() {
-            "ide"
-        } else {
-            cfg.cloud_init_disk_type.as_str()
-        };
+        let bus = cfg.cloud_init_disk_type.bus();
         let taken: BTreeSet<&str> = keys
             .iter()
             .map(String::as_str)

@@ -72,8 +72,11 @@ async fn pve_checksum(
     template_dir: &Path,
     urls: &[String],
 ) -> Result<Option<Checksum>, StepError> {
-    let spec = kiln_iso::ChecksumSpec::parse(iso.iso_checksum.as_deref().unwrap_or("none"))
-        .map_err(|e| StepError::failed(e.to_string()))?;
+    // the plan's value (parsed by the loader); the loader requires one with iso_url
+    let spec = iso
+        .iso_checksum
+        .clone()
+        .unwrap_or(kiln_iso::ChecksumSpec::None);
     let fetcher = kiln_iso::Fetcher::new(kiln_iso::Fetcher::default_cache_dir())
         .map_err(|e| StepError::failed(e.to_string()))?
         .with_base_dir(base_dir(template_dir, urls));
@@ -214,7 +217,10 @@ impl StepIso {
             .with_base_dir(base_dir(&st.template_dir, &urls));
         let src = kiln_iso::IsoSource {
             urls: urls.clone(),
-            checksum: iso.iso_checksum.clone().unwrap_or_else(|| "none".into()),
+            checksum: iso
+                .iso_checksum
+                .clone()
+                .unwrap_or(kiln_iso::ChecksumSpec::None),
         };
         cx.ui.say("Retrieving ISO");
         let bar: Mutex<Option<(String, crate::ui::Progress)>> = Mutex::new(None);

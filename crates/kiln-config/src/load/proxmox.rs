@@ -753,7 +753,7 @@ fn decode_isos(
     let mut boot = match boot_block {
         Some(b) => decode_iso(b, true, None, d.errs),
         None => IsoConfig {
-            r#type: "ide".into(),
+            r#type: CdromBus::Ide,
             index: Some("2".into()),
             iso_target_extension: "iso".into(),
             ..IsoConfig::default()
@@ -785,7 +785,7 @@ fn decode_isos(
                 boot.iso_urls = v;
             }
         }
-        if let Some(v) = d.str("iso_checksum") {
+        if let Some(v) = checksum(d, "iso_checksum", "boot_iso") {
             boot.iso_checksum.get_or_insert(v);
         }
         if let Some(v) = d.str("iso_storage_pool") {
@@ -810,12 +810,16 @@ fn decode_isos(
         && body.failed.is_empty()
         && boot_block.is_none_or(|b| b.body.failed.is_empty())
     {
+        let failed = boot.iso_checksum.is_none()
+            && (written(body, "iso_checksum")
+                || boot_block.is_some_and(|b| written(&b.body, "iso_checksum")));
         check_iso(
             &boot,
             "boot_iso",
             boot_block
                 .map(|b| (&b.file, b.span.clone()))
                 .unwrap_or((file, d.span.clone())),
+            failed,
             d.errs,
         );
     }
@@ -823,10 +827,12 @@ fn decode_isos(
     for (i, b) in d.blocks("additional_iso_files").into_iter().enumerate() {
         let iso = decode_iso(b, false, Some(i), d.errs);
         if b.body.failed.is_empty() {
+            let failed = iso.iso_checksum.is_none() && written(&b.body, "iso_checksum");
             check_iso(
                 &iso,
                 &format!("additional_iso {i}"),
                 (&b.file, b.span.clone()),
+                failed,
                 d.errs,
             );
         }
@@ -839,13 +845,9 @@ fn decode_rest(d: &mut Dec, c: &mut ProxmoxIsoConfig, body: &EBody, cx: &mut Ctx
     // cloud-init
     c.cloud_init = d.flag("cloud_init");
     c.cloud_init_storage_pool = d.str("cloud_init_storage_pool");
-    if let Some(t) = d.str("cloud_init_disk_type") {
-        if !["ide", "sata", "scsi"].contains(&t.as_str()) {
-            d.err_at(
-                "cloud_init_disk_type",
-                format!("cloud_init_disk_type \"{t}\" must be one of ide, sata, scsi"),
-            );
-        }
+    if let Some(t) = choice(d, "cloud_init_disk_type", CdromBus::parse, |t| {
+        format!("invalid value for `cloud_init_disk_type` \"{t}\": only one of 'ide', 'scsi', 'sata' is valid")
+    }) {
         c.cloud_init_disk_type = t;
     }
     c.cloud_init_disable_upgrade_packages = d.flag("cloud_init_disable_upgrade_packages");
@@ -1171,6 +1173,22 @@ fn decode_pci(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> PciDevice {
     p
 }
 
+/// A key whose value is one of a closed set: `None` when unset; an error at the value (with
+/// `msg`, given the value) when it is not one of the set.
+fn choice<T>(
+    d: &mut Dec,
+    key: &'static str,
+    parse: fn(&str) -> Option<T>,
+    msg: impl FnOnce(&str) -> String,
+) -> Option<T> {
+    let v = d.str(key)?;
+    let r = parse(&v);
+    if r.is_none() {
+        d.err_at(key, msg(&v));
+    }
+    r
+}
+
 fn decode_disk(
     b: &EBlock,
     i: usize,
@@ -1179,14 +1197,21 @@ fn decode_disk(
     cx: &mut Ctx,
 ) -> Disk {
     let mut d = Dec::for_block(b, errs, format!("disks[{i}]")).with_table("disks");
-    let mut t = d.str("type").unwrap_or_else(|| "scsi".into());
-    if !["scsi", "sata", "virtio", "ide"].contains(&t.as_str()) {
-        cx.warnings.push(
-            Diag::warning(format!("disks[{i}]: unknown disk type \"{t}\", using scsi"))
-                .at(&b.file, Some(b.span.clone())),
-        );
-        t = "scsi".into();
-    }
+    // the plugin logs "Disk N type not set, using default 'scsi'" for any other value
+    let bus = match d.str("type") {
+        None => Bus::Scsi,
+        Some(t) => Bus::parse(&t).unwrap_or_else(|| {
+            let a = &b.body.attrs["type"];
+            cx.warnings.push(
+                Diag::warning(format!(
+                    "disks[{i}]: unknown disk type \"{t}\" (not {}), using scsi",
+                    Bus::names()
+                ))
+                .at(&a.file, Some(a.span.clone())),
+            );
+            Bus::Scsi
+        }),
+    };
     let disk = Disk {
         storage_pool: d.req_str(
             "storage_pool",
@@ -1194,14 +1219,28 @@ fn decode_disk(
         ),
         storage_pool_type: d.str("storage_pool_type"),
         disk_size: d.str("disk_size").unwrap_or_else(|| "20G".into()),
-        format: d.str("format").unwrap_or_else(|| "raw".into()),
-        cache_mode: d.str("cache_mode").unwrap_or_else(|| "none".into()),
+        format: choice(&mut d, "format", DiskFormat::parse, |v| {
+            format!(
+                "disks[{i}].format \"{v}\" is not one of {} (the formats PVE accepts)",
+                DiskFormat::names()
+            )
+        })
+        .unwrap_or(DiskFormat::Raw),
+        cache_mode: choice(&mut d, "cache_mode", CacheMode::parse, |v| {
+            format!(
+                "disks[{i}].cache_mode \"{v}\" is not one of {}",
+                CacheMode::names()
+            )
+        })
+        .unwrap_or(CacheMode::None),
         io_thread: d.flag("io_thread"),
-        asyncio: d.str("asyncio"),
+        asyncio: choice(&mut d, "asyncio", AsyncIo::parse, |v| {
+            format!("disks[{i}].asyncio \"{v}\": AsyncIO must be native, threads or io_uring")
+        }),
         discard: d.flag("discard"),
         ssd: d.flag("ssd"),
         exclude_from_backup: d.flag("exclude_from_backup"),
-        r#type: t,
+        r#type: bus,
     };
     if disk.storage_pool_type.is_some() {
         let a = &b.body.attrs["storage_pool_type"];
@@ -1219,35 +1258,12 @@ fn decode_disk(
             format!("disks[{i}].disk_size \"{}\" {m}", disk.disk_size),
         );
     }
-    const FMT: &[&str] = &["raw", "cow", "qcow", "qed", "qcow2", "vmdk", "cloop"];
-    if !FMT.contains(&disk.format.as_str()) {
-        d.err_at(
-            "format",
-            format!(
-                "disks[{i}].format \"{}\" is not one of {}",
-                disk.format,
-                FMT.join(", ")
-            ),
-        );
-    }
-    const CM: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
-    if !CM.contains(&disk.cache_mode.as_str()) {
-        d.err_at(
-            "cache_mode",
-            format!(
-                "disks[{i}].cache_mode \"{}\" is not one of {}",
-                disk.cache_mode,
-                CM.join(", ")
-            ),
-        );
-    }
-    if disk.ssd && disk.r#type == "virtio" {
+    if disk.ssd && disk.r#type == Bus::Virtio {
         d.err_at("ssd", "SSD emulation is not supported on virtio disks");
     }
     if disk.io_thread
-        && (scsi_controller != "virtio-scsi-single" && disk.r#type == "scsi"
-            || disk.r#type == "ide"
-            || disk.r#type == "sata")
+        && (scsi_controller != "virtio-scsi-single" && disk.r#type == Bus::Scsi
+            || matches!(disk.r#type, Bus::Ide | Bus::Sata))
     {
         d.err_at(
             "io_thread",
@@ -1261,44 +1277,28 @@ fn decode_disk(
 fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
     let mut d =
         Dec::for_block(b, errs, format!("network_adapters[{i}]")).with_table("network_adapters");
+    // the plugin passes any model through; PVE refuses one outside its list at create time
+    let model = choice(&mut d, "model", NicModel::parse, |v| {
+        format!(
+            "network_adapters[{i}].model \"{v}\" is not one of {} (the models PVE accepts)",
+            NicModel::names()
+        )
+    });
+    let model_refused = model.is_none() && written(&b.body, "model");
     let n = NetworkAdapter {
         bridge: d.req_str(
             "bridge",
             &format!("network_adapters[{i}].bridge must be specified"),
         ),
-        model: d.str("model").unwrap_or_else(|| "e1000".into()),
+        model: model.unwrap_or(NicModel::E1000),
         mac_address: d.str("mac_address"),
         vlan_tag: d.str("vlan_tag"),
         firewall: d.flag("firewall"),
         mtu: d.uint::<u32>("mtu").filter(|m| *m != 0),
         packet_queues: d.uint::<u32>("packet_queues").filter(|m| *m != 0),
     };
-    const MODELS: &[&str] = &[
-        "rtl8139",
-        "ne2k_pci",
-        "e1000",
-        "pcnet",
-        "virtio",
-        "ne2k_isa",
-        "i82551",
-        "i82557b",
-        "i82559er",
-        "vmxnet3",
-        "e1000-82540em",
-        "e1000-82544gc",
-        "e1000-82545em",
-    ];
-    if !MODELS.contains(&n.model.as_str()) {
-        d.err_at(
-            "model",
-            format!(
-                "network_adapters[{i}].model \"{}\" is not one of {}",
-                n.model,
-                MODELS.join(", ")
-            ),
-        );
-    }
-    if n.packet_queues.is_some() && n.model != "virtio" {
+    // a refused model was reported; packet_queues is only checked against a known one
+    if n.packet_queues.is_some() && n.model != NicModel::Virtio && !model_refused {
         d.err_at(
             "packet_queues",
             format!("network_adapters[{i}].packet_queues can only be set for 'virtio' driver"),
@@ -1319,15 +1319,20 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         Some(i) => format!("additional_iso_files[{i}]"),
         None => "boot_iso".to_string(),
     };
-    let mut d = Dec::for_block(b, errs, what).with_table("boot_iso");
+    let mut d = Dec::for_block(b, errs, what.clone()).with_table("boot_iso");
+    const NOT_VIRTIO: &str =
+        "ISOs must be of type ide, sata or scsi. VirtIO not supported by Proxmox for ISO devices";
+    let mut bus = choice(&mut d, "type", CdromBus::parse, |v| {
+        format!("{what}.type \"{v}\": {NOT_VIRTIO}")
+    });
     let mut iso = IsoConfig {
-        r#type: d.str("type").unwrap_or_default(),
+        r#type: CdromBus::Ide,
         index: d.str("index"),
         device: d.str("device"),
         iso_file: d.str("iso_file"),
         iso_url: d.str("iso_url"),
         iso_urls: d.list_or_empty("iso_urls"),
-        iso_checksum: d.str("iso_checksum"),
+        iso_checksum: checksum(&mut d, "iso_checksum", &what),
         iso_target_path: d.str("iso_target_path"),
         iso_target_extension: d
             .str("iso_target_extension")
@@ -1342,35 +1347,25 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
         cd_label: d.str("cd_label"),
     };
     if let Some(dev) = iso.device.clone() {
-        let (bus, num) = dev.split_at(dev.find(|c: char| c.is_ascii_digit()).unwrap_or(dev.len()));
-        let max = match bus {
-            "ide" => 3,
-            "sata" => 5,
-            "scsi" => 30,
-            _ => 0,
-        };
-        match num.parse::<u32>() {
-            Ok(n) if max > 0 && n <= max => {
-                iso.r#type = bus.to_string();
+        // the deprecated `ide2` form: its bus and index
+        match Bus::parse_slot(&dev).and_then(|(b, n)| Some((CdromBus::parse(b.name())?, n))) {
+            Some((b, n)) => {
+                bus = Some(b);
                 iso.index = Some(n.to_string());
             }
-            _ => d.err_at(
+            None => d.err_at(
                 "device",
                 format!("device \"{dev}\" must be ideN (N ≤ 3), sataN (N ≤ 5) or scsiN (N ≤ 30)"),
             ),
         }
     }
-    if iso.r#type.is_empty() {
-        iso.r#type = "ide".into();
-        if is_boot && iso.index.is_none() {
-            iso.index = Some("2".into());
+    match bus {
+        Some(b) => iso.r#type = b,
+        None => {
+            if is_boot && iso.index.is_none() && !written(&b.body, "type") {
+                iso.index = Some("2".into());
+            }
         }
-    }
-    if !["ide", "sata", "scsi"].contains(&iso.r#type.as_str()) {
-        d.err_at(
-            "type",
-            "ISOs must be of type ide, sata or scsi. VirtIO not supported by Proxmox for ISO devices",
-        );
     }
     if !is_boot {
         if let Some(f) = &iso.iso_file {
@@ -1387,10 +1382,12 @@ fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag
     iso
 }
 
+/// `checksum_failed`: an `iso_checksum` was written but refused (already reported at its line).
 fn check_iso(
     iso: &IsoConfig,
     what: &str,
     at: (&Arc<SourceFile>, Range<usize>),
+    checksum_failed: bool,
     errs: &mut Vec<Diag>,
 ) {
     let has_file = iso.iso_file.is_some();
@@ -1413,7 +1410,7 @@ fn check_iso(
             "when specifying iso_url in a {what} block, iso_storage_pool must also be specified"
         )));
     }
-    if has_url && iso.iso_checksum.is_none() {
+    if has_url && iso.iso_checksum.is_none() && !checksum_failed {
         errs.push(e(format!(
             "{what}: iso_checksum is required with iso_url (use \"none\" to skip verification)"
         )));
@@ -1428,19 +1425,30 @@ fn check_iso(
             "iso_download_pve can only be used together with iso_url".into()
         ));
     }
-    if let Some(c) = &iso.iso_checksum {
-        if let Some(m) = checksum_problem(c) {
-            errs.push(e(format!("{what}: invalid iso_checksum \"{c}\": {m}")));
-        }
-    }
 }
 
-/// What is wrong with an `iso_checksum`, by the parser the ISO fetcher uses too.
-fn checksum_problem(c: &str) -> Option<String> {
-    if c.contains("{{") {
-        return None;
+/// Whether `key` is set to something other than null or "" in `body`.
+fn written(body: &EBody, key: &str) -> bool {
+    body.attrs.get(key).is_some_and(|a| match &a.value {
+        hcl::Value::Null => false,
+        hcl::Value::String(s) => !s.is_empty(),
+        _ => true,
+    })
+}
+
+/// `iso_checksum`, parsed once by the parser the ISO fetcher's plan is made of; an invalid value
+/// is an error at its line (`None` then).
+fn checksum(
+    d: &mut Dec,
+    key: &'static str,
+    what: &str,
+) -> Option<crate::model::checksum::ChecksumSpec> {
+    let v = d.str(key)?;
+    match crate::model::checksum::ChecksumSpec::parse(&v) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            d.err_at(key, format!("{what}: {e}"));
+            None
+        }
     }
-    crate::model::checksum::ChecksumSpec::parse(c)
-        .err()
-        .map(|e| e.msg)
 }

@@ -118,6 +118,33 @@ fn expected_len(a: Algo) -> usize {
     }
 }
 
+/// The canonical text of the value (`none`, `sha256:<lower-case hex>`, `file:<url>`,
+/// `sha256:file:<url>`): what `inspect` shows and what the ISO cache records; it parses back
+/// to the same value.
+impl std::fmt::Display for ChecksumSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChecksumSpec::None => f.write_str("none"),
+            ChecksumSpec::Digest(d) => write!(f, "{d}"),
+            ChecksumSpec::File { url, algo: None } => write!(f, "file:{url}"),
+            ChecksumSpec::File { url, algo: Some(a) } => write!(f, "{}:file:{url}", a.name()),
+        }
+    }
+}
+
+impl serde::Serialize for ChecksumSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for ChecksumSpec {
+    type Err = ChecksumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ChecksumSpec::parse(s)
+    }
+}
+
 impl ChecksumSpec {
     /// Parse every `iso_checksum` form Packer accepts.
     pub fn parse(spec: &str) -> Result<ChecksumSpec, ChecksumError> {
@@ -215,6 +242,31 @@ mod tests {
                 url: "./SUMS".into(),
                 algo: Some(Algo::Sha256)
             })
+        );
+    }
+
+    #[test]
+    fn canonical_text_parses_back() {
+        for v in [
+            "none".to_string(),
+            "NONE".to_string(),
+            H256.to_uppercase(),
+            format!("SHA256:{H256}"),
+            format!("md5:{}", "a".repeat(32)),
+            "file:https://releases.ubuntu.com/24.04/SHA256SUMS".to_string(),
+            "sha512:file:./SUMS".to_string(),
+        ] {
+            let spec = ChecksumSpec::parse(&v).expect("valid");
+            let text = spec.to_string();
+            assert_eq!(ChecksumSpec::parse(&text).ok(), Some(spec), "{v} -> {text}");
+        }
+        assert_eq!(
+            ChecksumSpec::parse(H256).map(|s| s.to_string()),
+            Ok(format!("sha256:{H256}"))
+        );
+        assert_eq!(
+            serde_json::to_value(ChecksumSpec::parse("sha256:file:./S").ok()).ok(),
+            Some(serde_json::json!("sha256:file:./S"))
         );
     }
 

@@ -4,12 +4,14 @@
 //! Entry point: [`load`] (re-exported from the crate root).
 
 pub mod checksum;
+mod devices;
 pub mod keys;
 mod locations;
 mod provisioner;
 mod proxmox;
 pub mod size;
 
+pub use devices::{AsyncIo, Bus, CacheMode, CdromBus, DiskFormat, NicModel};
 pub use keys::{default_vm_name, DEFAULT_BOOT_KEY_INTERVAL};
 pub use locations::KeyLocations;
 pub use provisioner::*;

@@ -92,7 +92,7 @@ pub struct ProxmoxIsoConfig {
     pub cloud_init: bool,
     pub cloud_init_storage_pool: Option<String>,
     /// Default `ide`.
-    pub cloud_init_disk_type: String,
+    pub cloud_init_disk_type: super::CdromBus,
     /// Sent as `ciupgrade: 0` with the cloud-init drive.
     pub cloud_init_disable_upgrade_packages: bool,
 
@@ -189,19 +189,19 @@ pub struct PciDevice {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Disk {
     /// `scsi` (default), `sata`, `virtio`, `ide`.
-    pub r#type: String,
+    pub r#type: super::Bus,
     pub storage_pool: String,
     /// Deprecated (warning only).
     pub storage_pool_type: Option<String>,
     /// Default `20G`.
     pub disk_size: String,
     /// Default `raw`.
-    pub format: String,
+    pub format: super::DiskFormat,
     /// Default `none`.
-    pub cache_mode: String,
+    pub cache_mode: super::CacheMode,
     pub io_thread: bool,
     /// Only sent when set.
-    pub asyncio: Option<String>,
+    pub asyncio: Option<super::AsyncIo>,
     pub discard: bool,
     pub ssd: bool,
     pub exclude_from_backup: bool,
@@ -212,7 +212,7 @@ pub struct Disk {
 pub struct NetworkAdapter {
     pub bridge: String,
     /// Default `e1000`.
-    pub model: String,
+    pub model: super::NicModel,
     /// Explicit MAC or `repeatable`; `None` = random.
     pub mac_address: Option<String>,
     pub vlan_tag: Option<String>,
@@ -225,7 +225,7 @@ pub struct NetworkAdapter {
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct IsoConfig {
     /// Bus: `ide` (default), `sata`, `scsi`.
-    pub r#type: String,
+    pub r#type: super::CdromBus,
     /// Static bus index (boot ISO: `2` when `type` is unset).
     pub index: Option<String>,
     /// Deprecated `ideN`/`sataN`/`scsiN` (already converted into type + index).
@@ -233,8 +233,10 @@ pub struct IsoConfig {
     pub iso_file: Option<String>,
     pub iso_url: Option<String>,
     pub iso_urls: Vec<String>,
-    /// `sha256:…`, bare hex, `file:…` (fetched by build/init, not validate), or `none`.
-    pub iso_checksum: Option<String>,
+    /// Parsed once by the loader (`sha256:…`, bare hex, `file:…`, `<type>:file:…`, `none`);
+    /// a `file:` checksum file is fetched by `init` and the build, not by validate. Shown (and
+    /// serialised) in its canonical form ([`super::checksum::ChecksumSpec`]'s `Display`).
+    pub iso_checksum: Option<super::checksum::ChecksumSpec>,
     pub iso_target_path: Option<String>,
     /// Default `iso`.
     pub iso_target_extension: String,
@@ -414,14 +416,14 @@ impl Default for ProxmoxIsoConfig {
             disks: Vec::new(),
             network_adapters: Vec::new(),
             boot_iso: IsoConfig {
-                r#type: "ide".into(),
+                r#type: super::CdromBus::Ide,
                 iso_target_extension: "iso".into(),
                 ..IsoConfig::default()
             },
             additional_iso_files: Vec::new(),
             cloud_init: false,
             cloud_init_storage_pool: None,
-            cloud_init_disk_type: "ide".into(),
+            cloud_init_disk_type: super::CdromBus::Ide,
             cloud_init_disable_upgrade_packages: false,
             boot_command: Vec::new(),
             boot_wait: Duration::from_secs(10),

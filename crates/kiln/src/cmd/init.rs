@@ -75,7 +75,10 @@ fn collect_isos(plan: &kiln_config::BuildPlan) -> (Vec<IsoNeed>, Vec<String>) {
                 ));
                 continue;
             }
-            let checksum = iso.iso_checksum.clone().unwrap_or_default();
+            let checksum = iso
+                .iso_checksum
+                .clone()
+                .unwrap_or(kiln_iso::ChecksumSpec::None);
             let src = IsoSource { urls, checksum };
             let target = (ri, iso.iso_storage_pool.clone().filter(|p| !p.is_empty()));
             match needs.iter_mut().find(|n| n.src == src) {
@@ -362,7 +365,7 @@ fn report_offline(needs: &[IsoNeed], fetcher: &Fetcher) -> bool {
                     "  {name}: would download {url}{resume} -> {}",
                     path.display()
                 );
-                if let Some(c) = need.src.checksum.strip_prefix("file:") {
+                if let kiln_iso::ChecksumSpec::File { url: c, .. } = &need.src.checksum {
                     println!("  {name}: would fetch checksum file {c}");
                 }
             }
