@@ -10,7 +10,7 @@ mod connect;
 mod finish;
 pub mod firewall;
 mod guest;
-mod iso;
+pub(crate) mod iso;
 pub mod preflight;
 mod vm;
 
