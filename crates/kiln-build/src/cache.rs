@@ -109,7 +109,9 @@ pub fn file_sha256(p: &Path) -> Result<String, String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", p.display()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
         if n == 0 {
             break;
         }
@@ -597,10 +599,13 @@ mod tests {
         cfg.http_content
             .insert("/meta-data".into(), "instance-id: a\n".into());
         cfg.communicator.ssh_username = Some("packer".into());
-        let mut extra = IsoConfig::default();
-        extra.cd_files = vec!["extra.txt".into()];
-        extra.cd_content.insert("a.txt".into(), "A".into());
-        cfg.additional_iso_files.push(extra);
+        let mut cd_content = indexmap::IndexMap::new();
+        cd_content.insert("a.txt".to_string(), "A".to_string());
+        cfg.additional_iso_files.push(IsoConfig {
+            cd_files: vec!["extra.txt".into()],
+            cd_content,
+            ..IsoConfig::default()
+        });
         let run = SourceRun {
             build_name: None,
             source_type: "proxmox-iso".into(),
@@ -726,7 +731,10 @@ mod tests {
         let b = compute_key(&f.run, f.dir.path(), &|_| Some(2)).unwrap();
         assert_ne!(a.hex, b.hex);
         let offline = compute_key(&f.run, f.dir.path(), &|_| None).unwrap_err();
-        assert!(offline.contains("read from Proxmox VE at build time"), "{offline}");
+        assert!(
+            offline.contains("read from Proxmox VE at build time"),
+            "{offline}"
+        );
     }
 
     #[test]
@@ -807,7 +815,10 @@ mod tests {
             [101, 100]
         );
         assert_eq!(ids(select_prune(&bases, Prune::Keep(1), 500)), [101, 100]);
-        assert_eq!(ids(select_prune(&bases, Prune::Keep(0), 500)), [103, 102, 101, 100]);
+        assert_eq!(
+            ids(select_prune(&bases, Prune::Keep(0), 500)),
+            [103, 102, 101, 100]
+        );
     }
 
     #[test]
