@@ -24,6 +24,8 @@ pub struct BuildOptions {
     pub http_diag_after: Option<Duration>,
     /// `--open-firewall[=BACKEND]`: open the HTTP port in the host firewall around each build.
     pub open_firewall: Option<kiln_firewall::Choice>,
+    /// `--cache-install`: cached install layers for `proxmox-iso` builds.
+    pub cache_install: bool,
 }
 
 /// One build's result.
@@ -83,10 +85,41 @@ pub fn proxmox_clone_steps() -> Vec<Box<dyn Step<BuildState>>> {
     ]
 }
 
-/// The steps of a source type (`proxmox-iso` or `proxmox-clone`).
-pub fn steps_for(source_type: &str) -> Vec<Box<dyn Step<BuildState>>> {
+/// The steps of a `proxmox-iso` build with `--cache-install`: `cache_lookup` and `cache_clone`
+/// after preflight (on a hit the install steps are skipped), `cache_layer` after wait_guest (on a
+/// miss it keeps the installed system as the base template).
+pub fn proxmox_iso_cached_steps() -> Vec<Box<dyn Step<BuildState>>> {
+    use crate::steps::cache::{
+        SkipFlag, StepCacheClone, StepCacheLayer, StepCacheLookup, UnlessCached,
+    };
+    let skip = SkipFlag::default();
+    vec![
+        Box::new(StepConnect),
+        Box::new(StepPreflight),
+        Box::new(StepCacheLookup),
+        Box::new(StepCacheClone::new(skip.clone())),
+        UnlessCached::wrap(StepIso::new(), &skip),
+        UnlessCached::wrap(StepHttpServer, &skip),
+        UnlessCached::wrap(crate::steps::firewall::StepFirewall::default(), &skip),
+        UnlessCached::wrap(StepCreateVm, &skip),
+        Box::new(StepStartVm),
+        UnlessCached::wrap(StepBootCommand, &skip),
+        Box::new(StepWaitGuest),
+        Box::new(StepCacheLayer::new(skip.clone())),
+        Box::new(StepProvision),
+        Box::new(StepShutdown),
+        Box::new(StepFinalize),
+        Box::new(StepTemplate),
+    ]
+}
+
+/// The steps of a source type (`proxmox-iso` or `proxmox-clone`); `cache_install` applies to
+/// `proxmox-iso` only (a clone build installs nothing).
+pub fn steps_for(source_type: &str, cache_install: bool) -> Vec<Box<dyn Step<BuildState>>> {
     if source_type == kiln_config::model::keys::CLONE {
         proxmox_clone_steps()
+    } else if cache_install {
+        proxmox_iso_cached_steps()
     } else {
         proxmox_iso_steps()
     }
@@ -240,10 +273,11 @@ async fn build_one(
         force: opts.force,
         http_diag_after: opts.http_diag_after,
         open_firewall: opts.open_firewall,
+        cache_install: opts.cache_install,
     };
     let abs_root = std::path::absolute(&root).unwrap_or_else(|_| root.clone());
     let mut state = BuildState::new(run.clone(), abs_root, flags);
-    let mut steps = steps_for(&run.source_type);
+    let mut steps = steps_for(&run.source_type, opts.cache_install);
     let cx = StepContext::new(bui.clone(), cancel.clone());
     let report = pipeline::run(&mut steps, &cx, &mut state, opts.on_error, asker).await;
     let mut artifact = match (&report.result, state.artifact_id) {

@@ -134,7 +134,7 @@ fn iso_bytes(files: Vec<hadris_iso::write::File>, label: &str) -> Result<Vec<u8>
     Ok(out.into_inner())
 }
 
-fn glob_match(pat: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pat: &str, name: &str) -> bool {
     match pat.split_once('*') {
         None => pat == name,
         Some((pre, post)) => {

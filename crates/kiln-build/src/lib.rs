@@ -3,6 +3,7 @@
 //! API and the guest, and the post-processors.
 
 pub mod build;
+pub mod cache;
 pub mod cdiso;
 pub mod http;
 pub mod leftovers;

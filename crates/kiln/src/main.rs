@@ -34,6 +34,8 @@ enum Command {
     Fmt(cmd::fmt::Args),
     /// Build the templates' sources into Proxmox VE VM templates
     Build(cmd::build::Args),
+    /// List or prune the install cache's base templates (kiln build --cache-install)
+    Cache(cmd::cache::Args),
     /// Check version pins, fetch and verify ISOs, install Ansible Galaxy requirements
     Init(cmd::init::Args),
     /// Open, close or show the HTTP server's port in the host firewall
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
             Command::Inspect(a) => cmd::inspect::run(a).await,
             Command::Fmt(a) => cmd::fmt::run(a).await,
             Command::Build(a) => cmd::build::run(a).await,
+            Command::Cache(a) => cmd::cache::run(a).await,
             Command::Init(a) => cmd::init::run(a).await,
             Command::Port(a) => cmd::port::run(a).await,
             Command::Sandbox(a) => cmd::sandbox::run(a).await,

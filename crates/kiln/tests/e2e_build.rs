@@ -15,6 +15,12 @@
 //!    template is refused (exit 1, nothing created); a linked clone of template 9000 is provisioned
 //!    and templated (9200, steps connect → clone_vm → … → template, no ISO/create/boot command), and
 //!    a clone of 9200 boots with the playbook's file and the clone build's mark;
+//!    Then (3c) cached install layers: the full build ran with `-cache-install` (a miss: its
+//!    installed system became a base template); a copy of the template with only the playbook
+//!    changed has the same install key (`kiln inspect`), a user-data change a new one; the
+//!    playbook-changed build is a cache hit (install steps skipped), and the wall-time ratio and
+//!    both step lists are printed; a clone of its template shows both playbook versions' marks and
+//!    a machine-id and SSH host keys distinct from the fresh build's clone 9100.
 //! 4. SIGINT during the guest wait → exit 130, no VM, no generated ISO, no listening port;
 //! 5. a boot command the guest never acts on → exit 1 with the "nothing fetched" diagnosis, no VM.
 //!
@@ -334,6 +340,75 @@ fn start_build(
     extra: &[String],
     log: &Path,
 ) -> Child {
+    let tpl = workspace().join("examples/test-guest");
+    start_build_in(ns, sb, fx, password, extra, log, &tpl)
+}
+
+/// What a guest prints about its identity (after `cat`s): `machine-id=…` and `host-key …` lines.
+const IDENTITY: &str = "echo machine-id=$(cat /etc/machine-id); for f in /etc/ssh/ssh_host_*_key.pub; do echo host-key $(ssh-keygen -lf $f); done";
+
+/// (machine-id, SSH host key fingerprints) from the output of [`IDENTITY`].
+fn identity(out: &str) -> (String, Vec<String>) {
+    let id = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("machine-id="))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let keys = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("host-key "))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    (id, keys)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    must(std::fs::create_dir_all(to), "mkdir");
+    for e in must(std::fs::read_dir(from), "read_dir").flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name == "manifest.json" {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&name));
+        } else {
+            must(std::fs::copy(&p, to.join(&name)), "copy");
+        }
+    }
+}
+
+/// The install key `kiln inspect` prints for the template in `dir` (with the build's variables).
+fn inspect_key(fx: &Fixture, dir: &Path) -> String {
+    let (ok, out) = sh(Command::new(kiln())
+        .arg("inspect")
+        .args(["-var", &format!("ssh_public_key={}", fx.pubkey)])
+        .args([
+            "-var",
+            &format!("ssh_private_key_file={}", fx.key.display()),
+        ])
+        .args(["-var", &format!("iso_url={}", fx.iso.display())])
+        .args(["-var", &format!("iso_checksum=file:{}", fx.sums.display())])
+        .arg(dir));
+    assert!(ok, "kiln inspect {}: {out}", dir.display());
+    out.lines()
+        .find_map(|l| l.split("key sha256:").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("no install key in inspect:\n{out}"))
+        .to_string()
+}
+
+/// Start `kiln build` of the template in `tpl` in the namespace.
+fn start_build_in(
+    ns: &Netns,
+    sb: &Sandbox,
+    fx: &Fixture,
+    password: &str,
+    extra: &[String],
+    log: &Path,
+    tpl: &Path,
+) -> Child {
     let out = must(std::fs::File::create(log), "build log");
     let err = must(out.try_clone(), "build log");
     let mut c = ns.exec();
@@ -348,7 +423,7 @@ fn start_build(
         .args(["-var", &format!("iso_url={}", fx.iso.display())])
         .args(["-var", &format!("iso_checksum=file:{}", fx.sums.display())])
         .args(extra)
-        .arg(workspace().join("examples/test-guest"))
+        .arg(tpl)
         .env("PROXMOX_PASSWORD", password)
         .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
         .env_remove("PROXMOX_TOKEN")
@@ -705,8 +780,10 @@ fn e2e_kiln_build_on_sandbox() {
     ]
     .into_iter()
     .flat_map(|v| ["-var".to_string(), v])
+    .chain(["-cache-install".to_string()]) // 3c reuses its installed system
     .collect();
     let t_build = Instant::now();
+    let log_full = log.clone();
     let mut c = start_build(&ns, &sb, &fx, PASSWORD, &bastion_args, &log);
     let code = wait_exit(&mut c, Duration::from_secs(1500), &log);
     let build_time = t_build.elapsed();
@@ -911,7 +988,7 @@ fn e2e_kiln_build_on_sandbox() {
         let (ok, o) = sh(ns.exec().args(["ssh", "-i"]).arg(&fx.key).args([
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
             &format!("packer@{ip}"),
-            "cloud-init status --wait; test -f /var/lib/cloud/instance/boot-finished && echo cloud-init-ran-again; cat /etc/kiln-playbook",
+            &format!("cloud-init status --wait; test -f /var/lib/cloud/instance/boot-finished && echo cloud-init-ran-again; cat /etc/kiln-playbook; {IDENTITY}"),
         ]));
         ssh_out = o;
         if ok && ssh_out.contains("built-by-kiln") {
@@ -935,6 +1012,7 @@ fn e2e_kiln_build_on_sandbox() {
         ssh_out.contains("built-by-kiln"),
         "the playbook's file is missing on the clone: {ssh_out}"
     );
+    let fresh_identity = identity(&ssh_out);
     let r = sb.api(&ns, "POST", "/nodes/pve/qemu/9100/status/stop", &[]);
     if let Some(u) = r["data"].as_str() {
         sb.wait_task(&ns, u, Duration::from_secs(60));
@@ -1020,6 +1098,130 @@ fn e2e_kiln_build_on_sandbox() {
     assert!(
         out.contains("customised-by-kiln-clone"),
         "the proxmox-clone provisioner's mark is missing: {out}"
+    );
+
+    // ---- 3c. cached install layers: the full build ran with -cache-install (a miss: it kept its
+    // installed system as a base template); a build with only the playbook changed reuses it
+    let full_out = read(&log_full);
+    assert!(full_out.contains("Install cache miss"), "{full_out}");
+    assert!(full_out.contains("Base template "), "{full_out}");
+    assert!(
+        step_timings(&full_out).contains("cache_layer"),
+        "{full_out}"
+    );
+    // the copies live outside fx.dir: the template holds var.password_hash's default, which the
+    // secrets scan over fx.dir below would (rightly) flag
+    let copies = must(tempfile::tempdir(), "temp dir for template copies");
+    let changed = copies.path().join("tpl-playbook-changed");
+    copy_dir(&workspace().join("examples/test-guest"), &changed);
+    let pb = changed.join("playbooks/deploy_packer.yml");
+    must(
+        std::fs::write(
+            &pb,
+            format!(
+                "{}\n    - name: A task added after the first build\n      ansible.builtin.copy:\n        dest: /etc/kiln-playbook-v2\n        content: \"playbook v2\\n\"\n        mode: \"0644\"\n",
+                read(&pb).trim_end()
+            ),
+        ),
+        "change the playbook",
+    );
+    let key_full = inspect_key(&fx, &workspace().join("examples/test-guest"));
+    assert_eq!(
+        inspect_key(&fx, &changed),
+        key_full,
+        "a playbook change must not change the install key"
+    );
+    // a user-data change is a new key (a full build, shown by the key without running it)
+    let ud_changed = copies.path().join("tpl-user-data-changed");
+    copy_dir(&workspace().join("examples/test-guest"), &ud_changed);
+    let ud = ud_changed.join("http/user-data.pkrtpl.hcl");
+    must(
+        std::fs::write(
+            &ud,
+            read(&ud).replace(
+                "late-commands:\n",
+                "late-commands:\n    - echo changed > /target/root/changed.txt\n",
+            ),
+        ),
+        "change the user-data",
+    );
+    let key_ud = inspect_key(&fx, &ud_changed);
+    assert_ne!(key_ud, key_full, "a user-data change must change the key");
+    println!("install keys: first build {key_full}, playbook changed {key_full}, user-data changed {key_ud}");
+    let t_cached = Instant::now();
+    let log_cached = fx.dir.join("cached-build.log");
+    let extra: Vec<String> = [
+        "-var",
+        "vm_id=9003",
+        "-var",
+        "template_name=kiln-cached",
+        "-cache-install",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = start_build_in(&ns, &sb, &fx, PASSWORD, &extra, &log_cached, &changed);
+    let code = wait_exit(&mut c, Duration::from_secs(900), &log_cached);
+    let cached_time = t_cached.elapsed();
+    let out = read(&log_cached);
+    println!(
+        "--- cached build, playbook changed (exit {code}, {:.0} s) ---\n{out}",
+        cached_time.as_secs_f64()
+    );
+    assert_eq!(code, 0, "the cached build failed");
+    assert_no_secrets("cached build", &out, &fx);
+    assert!(out.contains("Install cache hit"), "{out}");
+    let steps = step_timings(&out);
+    for s in [
+        "iso (skipped: cached install)",
+        "create_vm (skipped: cached install)",
+        "boot_command (skipped: cached install)",
+        "cache_clone",
+    ] {
+        assert!(steps.contains(s), "{s} missing:\n{steps}");
+    }
+    assert!(out.contains("A template was created: 9003"), "{out}");
+    let ratio = cached_time.as_secs_f64() / build_time.as_secs_f64();
+    println!(
+        "=== install cache: first build {:.0} s, cached rebuild {:.0} s, ratio {ratio:.2} (goal <= 0.35) ===\nfirst build's steps:\n{}\ncached build's steps:\n{steps}",
+        build_time.as_secs_f64(),
+        cached_time.as_secs_f64(),
+        step_timings(&full_out)
+    );
+    // a clone of the cached build's template: the new playbook's marks, its own identity
+    let out = boot_clone_and_run(
+        &ns,
+        &sb,
+        &fx,
+        9003,
+        9103,
+        &format!(
+            "cloud-init status --wait; cat /etc/kiln-playbook /etc/kiln-playbook-v2; {IDENTITY}"
+        ),
+        "host-key",
+    );
+    println!("--- clone 9103 of the cached build's template ---\n{out}");
+    assert!(
+        out.contains("built-by-kiln") && out.contains("playbook v2"),
+        "{out}"
+    );
+    let cached_identity = identity(&out);
+    println!("identities: fresh {fresh_identity:?}, cached {cached_identity:?}");
+    assert!(
+        fresh_identity.0.len() == 32 && cached_identity.0.len() == 32,
+        "machine-ids: {fresh_identity:?} {cached_identity:?}"
+    );
+    assert_ne!(
+        fresh_identity.0, cached_identity.0,
+        "machine-ids must differ"
+    );
+    assert!(!fresh_identity.1.is_empty() && !cached_identity.1.is_empty());
+    assert!(
+        fresh_identity
+            .1
+            .iter()
+            .all(|k| !cached_identity.1.contains(k)),
+        "SSH host keys must differ: {fresh_identity:?} {cached_identity:?}"
     );
 
     // ---- 4. SIGINT during the guest wait ------------------------------------------------------

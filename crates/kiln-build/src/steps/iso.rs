@@ -44,7 +44,7 @@ pub fn local_path(url: &str, base: &Path) -> Option<PathBuf> {
 
 /// Relative ISO paths: the template directory when the file is there, else the working directory
 /// (Packer resolves against the working directory; kiln also finds files next to the template).
-fn base_dir(template_dir: &Path, urls: &[String]) -> PathBuf {
+pub fn base_dir(template_dir: &Path, urls: &[String]) -> PathBuf {
     let found = urls
         .iter()
         .any(|u| local_path(u, template_dir).is_some_and(|p| p.exists()));

@@ -2,15 +2,19 @@
 //! connect → preflight → iso → http_server → create_vm → start_vm → boot_command → wait_guest → provision →
 //! shutdown → finalize (eject ISOs, cloud-init drive, unused disks, name/description) → template.
 //! A `proxmox-clone` build replaces iso → http_server → create_vm → boot_command with clone_vm.
+//! With `--cache-install` (see [`crate::cache`] and [`cache`]): connect → preflight → cache_lookup →
+//! cache_clone → (iso → http_server → firewall → create_vm, skipped on a hit) → start_vm →
+//! (boot_command, skipped on a hit) → wait_guest → cache_layer (on a miss) → provision → … → template.
 //! `kiln build --preflight` runs connect → preflight only.
 
 pub mod boot;
+pub mod cache;
 mod clone;
 mod connect;
 mod finish;
 pub mod firewall;
 mod guest;
-mod iso;
+pub(crate) mod iso;
 pub mod preflight;
 mod vm;
 
@@ -21,7 +25,7 @@ pub use finish::{StepFinalize, StepShutdown, StepTemplate};
 pub use guest::{http_diagnosis, StepProvision, StepWaitGuest};
 pub use iso::StepIso;
 pub use preflight::StepPreflight;
-pub use vm::{StepCreateVm, StepStartVm};
+pub use vm::{vm_manual_commands, StepCreateVm, StepStartVm};
 
 use crate::http::HttpServer;
 use crate::pipeline::StepError;
@@ -41,6 +45,8 @@ pub struct BuildFlags {
     pub http_diag_after: Option<Duration>,
     /// `--open-firewall[=BACKEND]`: open the HTTP port in the host firewall for the build.
     pub open_firewall: Option<kiln_firewall::Choice>,
+    /// `--cache-install`: reuse (or make) the install-cache base template.
+    pub cache_install: bool,
 }
 
 /// The state shared by the steps of one build (Packer's state bag, typed).
@@ -69,6 +75,8 @@ pub struct BuildState {
     pub typed_at: Option<std::time::Instant>,
     /// Set when the template (or VM) is final.
     pub artifact_id: Option<u32>,
+    /// `--cache-install`: the key and the base found (set by `cache_lookup`).
+    pub cache: Option<cache::CacheState>,
 }
 
 impl BuildState {
@@ -92,6 +100,7 @@ impl BuildState {
             comm: None,
             typed_at: None,
             artifact_id: None,
+            cache: None,
         }
     }
 

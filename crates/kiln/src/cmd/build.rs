@@ -86,6 +86,10 @@ pub struct Flags {
         env = "KILN_OPEN_FIREWALL"
     )]
     pub open_firewall: Option<String>,
+    /// kiln: cached install layers — reuse the installed system of an earlier build with the same
+    /// install inputs (a hidden base template on PVE, `kiln cache ls|prune`), or keep this one's
+    #[arg(long = "cache-install")]
+    pub cache_install: bool,
 }
 
 /// Long flag names that may be written with a single dash.
@@ -104,6 +108,7 @@ const LONG: &[&str] = &[
     "debug",
     "http-diag-after",
     "open-firewall",
+    "cache-install",
     "help",
 ];
 
@@ -217,6 +222,7 @@ pub async fn run(args: Args) -> CmdResult {
         parallel_builds: flags.parallel_builds,
         http_diag_after: flags.http_diag_after.map(Duration::from_secs),
         open_firewall,
+        cache_install: flags.cache_install,
     };
     if flags.preflight {
         let ok = kiln_build::preflight_plan(&plan, &bopts, &ui, cancel.clone()).await;
@@ -287,6 +293,7 @@ mod tests {
                 "x.pkrvars.hcl",
                 "-parallel-builds=2",
                 "-timestamp-ui",
+                "-cache-install",
                 "tpl",
             ])),
         ));
@@ -294,6 +301,7 @@ mod tests {
         assert_eq!(f.vars, v(&["a=1"]));
         assert_eq!(f.parallel_builds, 2);
         assert!(f.timestamp_ui);
+        assert!(f.cache_install);
         assert_eq!(f.path, PathBuf::from("tpl"));
     }
 }

@@ -37,6 +37,7 @@ pub async fn run(args: Args) -> CmdResult {
         Ok(loaded) => {
             print_diags(&loaded.warnings, true);
             print!("{}", kiln_config::inspect::render(&loaded.plan));
+            print!("{}", install_cache(&loaded.plan));
             Ok(Code::Ok)
         }
         Err(e) => {
@@ -46,4 +47,32 @@ pub async fn run(args: Args) -> CmdResult {
             Ok(Code::Failed)
         }
     }
+}
+
+/// The install-cache section: each `proxmox-iso` build's key and base name (whether a base with
+/// that key exists is only known to `kiln build --cache-install`, which asks PVE).
+pub fn install_cache(plan: &kiln_config::BuildPlan) -> String {
+    let root = std::path::absolute(&plan.root).unwrap_or_else(|_| plan.root.clone());
+    let mut out = String::from("\nInstall cache (kiln build --cache-install; off unless given):\n");
+    if plan.runs.is_empty() {
+        out.push_str("  (no builds)\n");
+    }
+    for run in &plan.runs {
+        let name = run.full_name();
+        if run.source_type == kiln_config::model::keys::CLONE {
+            out.push_str(&format!(
+                "  {name}: not applicable (a proxmox-clone build installs nothing)\n"
+            ));
+            continue;
+        }
+        match kiln_build::cache::compute_key(run, &root, &|_| None) {
+            Ok(k) => out.push_str(&format!(
+                "  {name}: key {}, base template {}\n",
+                k.display(),
+                k.base_name()
+            )),
+            Err(e) => out.push_str(&format!("  {name}: key known at build time only ({e})\n")),
+        }
+    }
+    out
 }

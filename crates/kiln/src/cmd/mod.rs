@@ -1,5 +1,6 @@
 //! One module per subcommand. Each has `Args` (clap) and `async fn run(Args) -> CmdResult`.
 pub mod build;
+pub mod cache;
 pub mod fmt;
 pub mod init;
 pub mod inspect;
