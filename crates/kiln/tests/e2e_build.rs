@@ -18,6 +18,10 @@
 //! 4. SIGINT during the guest wait → exit 130, no VM, no generated ISO, no listening port;
 //! 5. a boot command the guest never acts on → exit 1 with the "nothing fetched" diagnosis, no VM.
 //!
+//! A second test, `e2e_proxmox_clone_of_a_cloud_image_template`, needs only the cached installed
+//! test-guest disk: it imports it as a cloud-image template (`import-from`), runs
+//! `examples/cloud-image-clone` on it and boots a clone of the result (see its doc comment).
+//!
 //! No scenario may print a secret (API password, token, SSH private key).
 
 use serde_json::Value;
