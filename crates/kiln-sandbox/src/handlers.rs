@@ -789,6 +789,25 @@ fn config_changes(p: &Params) -> Vec<(String, String)> {
     out
 }
 
+/// `import-from` with an absolute path is for `root@pam` only (as PVE's storage access check:
+/// a volume id is checked against the storage's permissions, a host path cannot be).
+fn check_import_paths(ctx: &Ctx, changes: &[(String, String)]) -> Result<(), ApiError> {
+    let root = ctx.ident.user == "root@pam" && ctx.ident.tokenid.is_none();
+    for (k, v) in changes {
+        if !vms::is_drive_key(k) {
+            continue;
+        }
+        if let Some(src) = vms::get_opt(v, "import-from") {
+            if src.starts_with('/') && !root {
+                return Err(ApiError::e500(
+                    "Only root can pass arbitrary filesystem paths.",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn create_vm(st: &Arc<State>, ctx: &Ctx, p: Params) -> ApiResult {
     let vmid = p.vmid();
     let node = st.cfg.node.clone();
@@ -804,6 +823,7 @@ async fn create_vm(st: &Arc<State>, ctx: &Ctx, p: Params) -> ApiResult {
         }
     }
     let changes = config_changes(&p);
+    check_import_paths(ctx, &changes)?;
     // boot order must refer to devices of the new config
     let mut probe = Conf::new();
     for (k, v) in &changes {
@@ -948,6 +968,7 @@ async fn update_vm(st: &Arc<State>, ctx: &Ctx, p: Params, is_async: bool) -> Api
         })
         .unwrap_or_default();
     let changes = config_changes(&p);
+    check_import_paths(ctx, &changes)?;
     if changes.is_empty() && deletes.is_empty() && !p.has("revert") {
         return Err(ApiError::e500("no options specified"));
     }

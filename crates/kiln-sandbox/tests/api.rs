@@ -1031,3 +1031,80 @@ async fn every_supported_endpoint_accepts_a_valid_request() {
     assert!(checked >= 48, "{checked}");
     env.sb.shutdown().await;
 }
+
+/// `import-from` takes a volume id or an absolute path, and the path only from `root@pam` itself
+/// (PVE's storage access check: a host path has no storage permissions to check). The refusal
+/// comes before any task, so no qemu-img is needed.
+#[tokio::test]
+async fn import_from_a_host_path_is_for_root_only() {
+    let env = start().await;
+    let disk = "local-lvm:0,import-from=/var/lib/vz/import/cloud.qcow2";
+    // an API token (even root@pam's) may not
+    let r = env
+        .call(
+            "POST",
+            "/nodes/pve/qemu",
+            &[("vmid", "120"), ("scsi0", disk)],
+        )
+        .await;
+    assert_eq!(r.status, 500, "{}", r.raw);
+    assert_eq!(r.reason, "Only root can pass arbitrary filesystem paths.");
+    let vms = env.get("/nodes/pve/qemu").await;
+    assert_eq!(vms, json!([]), "a refused create left a VM");
+    assert_eq!(
+        env.task("POST", "/nodes/pve/qemu", &[("vmid", "120")])
+            .await,
+        "OK"
+    );
+    let r = env
+        .call("POST", "/nodes/pve/qemu/120/config", &[("scsi0", disk)])
+        .await;
+    assert_eq!(r.status, 500, "{}", r.raw);
+    assert_eq!(r.reason, "Only root can pass arbitrary filesystem paths.");
+    // a volume id passes the check (and then fails: no such volume)
+    let st = env
+        .task(
+            "POST",
+            "/nodes/pve/qemu/120/config",
+            &[(
+                "scsi0",
+                "local-lvm:0,import-from=local:import/missing.qcow2",
+            )],
+        )
+        .await;
+    assert!(st.contains("does not exist"), "{st}");
+    // root@pam with a ticket passes the check (the path does not exist: the import fails)
+    let r = resp(
+        env.http
+            .post(env.url("/access/ticket"))
+            .form(&[("username", "root@pam"), ("password", PASSWORD)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ticket = r.body["data"]["ticket"].as_str().unwrap().to_string();
+    let csrf = r.body["data"]["CSRFPreventionToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cookie = format!(
+        "PVEAuthCookie={}",
+        percent_encoding::utf8_percent_encode(&ticket, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let r = resp(
+        env.http
+            .post(env.url("/nodes/pve/qemu/120/config"))
+            .header("Cookie", &cookie)
+            .header("CSRFPreventionToken", &csrf)
+            .form(&[("scsi0", disk)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{} {}", r.reason, r.raw);
+    let st = env.wait_task(r.body["data"].as_str().unwrap()).await;
+    assert_ne!(st, "OK");
+    assert!(!st.contains("Only root"), "{st}");
+}

@@ -9,9 +9,11 @@ use super::{pve_err, BuildState, StepError};
 use crate::params::create_params;
 use crate::pipeline::{Outcome, Step, StepContext};
 use async_trait::async_trait;
-use kiln_config::model::{IpConfig, ProxmoxIsoConfig};
+use kiln_config::model::{Communicator, IpConfig, ProxmoxIsoConfig};
+use kiln_guest::TempKeyPair;
 use kiln_pve::{CloneOptions, ResourceType};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The VM to clone, as found on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,41 @@ fn public_key(cfg: &ProxmoxIsoConfig, base: &Path) -> Result<Option<String>, Str
         .to_openssh()
         .map_err(|e| format!("{}: encoding its public key: {e}", p.display()))?;
     Ok(Some(line))
+}
+
+/// Whether the build makes an ephemeral key pair for the communicator, as the plugin's
+/// proxmox-clone does (`StepSshKeyPair`): an SSH communicator with no `ssh_password`, no
+/// `ssh_private_key_file` and no `ssh_agent_auth`.
+pub fn wants_temp_key(c: &Communicator) -> bool {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    c.r#type == "ssh" && !set(&c.ssh_password) && !set(&c.ssh_private_key_file) && !c.ssh_agent_auth
+}
+
+/// A fresh ephemeral key pair; its comment (`kiln_<16 hex>`) ends the public key line, so the
+/// line can be found again in `authorized_keys` (see [`remove_key_commands`]).
+pub fn generate_temp_key() -> Result<TempKeyPair, String> {
+    let comment = format!("kiln_{:016x}", rand::random::<u64>());
+    TempKeyPair::generate_ed25519(&comment).map_err(|e| e.to_string())
+}
+
+/// The comment at the end of an `authorized_keys` line (`type base64 comment`), if it has one
+/// made only of characters that need no quoting in a `sed` address.
+pub fn key_comment(line: &str) -> Option<&str> {
+    line.split_whitespace().nth(2).filter(|c| {
+        c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+/// Packer's `StepCleanupTempKeys`: remove the lines ending in ` COMMENT` from the SSH user's
+/// and root's `authorized_keys` (run after the provisioners; failures are only reported).
+pub fn remove_key_commands(comment: &str) -> [String; 2] {
+    [
+        format!("sed -i.bak '/ {comment}$/d' ~/.ssh/authorized_keys; rm -f ~/.ssh/authorized_keys.bak"),
+        format!(
+            "sudo sed -i.bak '/ {comment}$/d' /root/.ssh/authorized_keys; sudo rm -f /root/.ssh/authorized_keys.bak"
+        ),
+    ]
 }
 
 /// The PVE `ipconfigN` value of an `ipconfig {}` block (`ip=…,gw=…,ip6=…,gw6=…`); empty when
@@ -194,8 +231,30 @@ impl Step<BuildState> for StepCloneVm {
                 src.vmid, src.name, src.vmid
             )));
         }
-        let key = public_key(&cfg, &st.template_dir)
-            .map_err(|e| StepError::failed(format!("ssh_private_key_file: {e}")))?;
+        // the communicator's key goes to the clone through cloud-init `sshkeys` (as the plugin's
+        // StepSshKeyPair: the key file's public half, or an ephemeral key pair)
+        let key = if wants_temp_key(&cfg.communicator) {
+            cx.ui
+                .say("Creating ephemeral key pair for SSH communicator...");
+            let k = generate_temp_key()
+                .map_err(|e| StepError::failed(format!("Error creating temporary keypair: {e}")))?;
+            let line = k.public_key_openssh().to_string();
+            st.temp_key = Some(Arc::new(k));
+            cx.ui.say("Created ephemeral SSH key pair for communicator");
+            Some(line)
+        } else {
+            let k = public_key(&cfg, &st.template_dir)
+                .map_err(|e| StepError::failed(format!("ssh_private_key_file: {e}")))?;
+            if k.is_some() {
+                cx.ui
+                    .say("Using existing SSH private key for the communicator...");
+            } else if cfg.communicator.ssh_agent_auth {
+                cx.ui.say(
+                    "Using local SSH Agent to authenticate connections for the communicator...",
+                );
+            }
+            k
+        };
         let name = cfg
             .vm_name
             .clone()
@@ -393,5 +452,76 @@ mod tests {
         assert!(public_key(&c, d.path()).is_err());
         c.communicator.ssh_private_key_file = None;
         assert_eq!(public_key(&c, d.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn an_ephemeral_key_only_without_other_credentials() {
+        let mut c = cfg().communicator;
+        c.r#type = "ssh".into();
+        assert!(wants_temp_key(&c));
+        c.ssh_password = Some(String::new()); // empty counts as unset
+        assert!(wants_temp_key(&c));
+        for set in [
+            |c: &mut Communicator| c.ssh_password = Some("pw".into()),
+            |c: &mut Communicator| c.ssh_private_key_file = Some("id".into()),
+            |c: &mut Communicator| c.ssh_agent_auth = true,
+            |c: &mut Communicator| c.r#type = "none".into(),
+        ] {
+            let mut c2 = c.clone();
+            set(&mut c2);
+            assert!(!wants_temp_key(&c2), "{c2:?}");
+        }
+    }
+
+    #[test]
+    fn the_ephemeral_key_reaches_sshkeys_with_its_comment() {
+        let k = generate_temp_key().unwrap();
+        let line = k.public_key_openssh();
+        let comment = key_comment(line).unwrap();
+        assert!(
+            comment.starts_with("kiln_") && comment.len() == 21,
+            "{line}"
+        );
+        assert_ne!(
+            key_comment(generate_temp_key().unwrap().public_key_openssh()),
+            Some(comment),
+            "two builds got the same comment"
+        );
+        let p = clone_params(&cfg(), 123, "b", Some(line)).unwrap();
+        let sent = get(&p, "sshkeys").unwrap();
+        let back = percent_encoding::percent_decode_str(sent)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(back, line);
+        assert!(back.starts_with("ssh-ed25519 ") && back.ends_with(&format!(" {comment}")));
+        // a comment a sed address would have to quote is not used for the cleanup
+        assert_eq!(key_comment("ssh-ed25519 AAAA a/b"), None);
+        assert_eq!(key_comment("ssh-ed25519 AAAA"), None);
+    }
+
+    #[test]
+    fn the_cleanup_removes_only_the_ephemeral_line() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir(&ssh).unwrap();
+        let keys = "ssh-ed25519 AAAAother me@host\n\
+                    ssh-ed25519 AAAAtemp kiln_00112233aabbccdd\n\
+                    ssh-rsa AAAAmore kiln_00112233aabbccdd-not\n";
+        std::fs::write(ssh.join("authorized_keys"), keys).unwrap();
+        let [user, root] = remove_key_commands("kiln_00112233aabbccdd");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &user])
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(ssh.join("authorized_keys")).unwrap(),
+            "ssh-ed25519 AAAAother me@host\nssh-rsa AAAAmore kiln_00112233aabbccdd-not\n"
+        );
+        assert!(!ssh.join("authorized_keys.bak").exists());
+        assert!(root.starts_with(
+            "sudo sed -i.bak '/ kiln_00112233aabbccdd$/d' /root/.ssh/authorized_keys"
+        ));
     }
 }

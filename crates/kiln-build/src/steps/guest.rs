@@ -192,7 +192,10 @@ impl Step<BuildState> for StepWaitGuest {
             .clone()
             .filter(|u| !u.is_empty())
             .ok_or_else(|| StepError::failed("ssh_username must be specified"))?;
-        let auth = ssh_auth(&c, &st.template_dir);
+        let mut auth = ssh_auth(&c, &st.template_dir);
+        if let Some(k) = &st.temp_key {
+            auth.push(SshAuth::TempKey(k.clone()));
+        }
         if auth.is_empty() {
             return Err(StepError::failed(
                 "no SSH credentials: set ssh_password, ssh_private_key_file or ssh_agent_auth",
@@ -262,9 +265,50 @@ impl Step<BuildState> for StepProvision {
 
     async fn run(&mut self, cx: &StepContext, st: &mut BuildState) -> Result<(), StepError> {
         let provs = st.run.provisioners.clone();
-        if provs.is_empty() {
-            return Ok(());
+        if !provs.is_empty() {
+            self.provision(cx, st, &provs).await?;
         }
+        remove_temp_key(cx, st).await
+    }
+}
+
+/// Packer's `StepCleanupTempKeys` for the ephemeral key of a `proxmox-clone` build: after the
+/// provisioners, its line goes from the SSH user's and root's `authorized_keys` (the template
+/// must not trust a key nobody holds). Failures are reported, not fatal (as in Packer).
+async fn remove_temp_key(cx: &StepContext, st: &BuildState) -> Result<(), StepError> {
+    let (Some(k), Some(comm)) = (&st.temp_key, &st.comm) else {
+        return Ok(());
+    };
+    let Some(comment) = super::clone::key_comment(k.public_key_openssh()) else {
+        return Ok(());
+    };
+    cx.ui
+        .say("Trying to remove ephemeral keys from authorized_keys files");
+    for cmd in super::clone::remove_key_commands(comment) {
+        use kiln_guest::Communicator as _;
+        match comm.exec_capture(&cmd, &cx.cancel).await {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => cx.ui.message(&format!(
+                "Error cleaning up authorized_keys ({}): {}; please clean up keys manually",
+                o.status,
+                o.stderr.trim()
+            )),
+            Err(_) if cx.cancel.is_cancelled() => return Err(StepError::Cancelled),
+            Err(e) => cx.ui.message(&format!(
+                "Error cleaning up authorized_keys: {e}; please clean up keys manually"
+            )),
+        }
+    }
+    Ok(())
+}
+
+impl StepProvision {
+    async fn provision(
+        &self,
+        cx: &StepContext,
+        st: &BuildState,
+        provs: &[kiln_config::model::Provisioner],
+    ) -> Result<(), StepError> {
         let mut vars = BTreeMap::new();
         let (ip, port) = st.http_ip_port();
         if port > 0 {

@@ -71,6 +71,10 @@ pub struct BuildState {
     pub guest_ip: Option<String>,
     pub ssh: Option<kiln_guest::SshConfig>,
     pub comm: Option<SshCommunicator>,
+    /// The ephemeral key pair a `proxmox-clone` build made for the communicator (no
+    /// ssh_password, ssh_private_key_file or ssh_agent_auth): its public half went to the clone
+    /// through cloud-init `sshkeys`, and it is removed from authorized_keys after provisioning.
+    pub temp_key: Option<std::sync::Arc<kiln_guest::TempKeyPair>>,
     /// When the boot command finished (the "nothing fetched" clock starts there).
     pub typed_at: Option<std::time::Instant>,
     /// Set when the template (or VM) is final.
@@ -98,6 +102,7 @@ impl BuildState {
             guest_ip: None,
             ssh: None,
             comm: None,
+            temp_key: None,
             typed_at: None,
             artifact_id: None,
             cache: None,

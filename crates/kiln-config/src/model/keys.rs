@@ -333,9 +333,9 @@ use Kind::*;
 
 const NO_WINRM: &str = "used only with communicator = \"winrm\", which kiln refuses";
 const NO_TEMP_KEY: &str =
-    "kiln does not generate a temporary key pair for the communicator: set ssh_password, ssh_private_key_file or ssh_agent_auth";
+    "choosing the temporary key pair: kiln's proxmox-clone generates an ed25519 key pair when no ssh_password, ssh_private_key_file or ssh_agent_auth is set (the plugin's proxmox-clone ignores these keys too), and proxmox-iso none";
 
-const CLONE_NO_BOOT: &str = "kiln's proxmox-clone boots the clone from its disk: it types no boot command and serves no HTTP seed (the clone is configured through cloud-init: ipconfig, nameserver, searchdomain, ssh_username and the key of ssh_private_key_file)";
+const CLONE_NO_BOOT: &str = "kiln's proxmox-clone boots the clone from its disk: it types no boot command and serves no HTTP seed (the clone is configured through cloud-init: ipconfig, nameserver, searchdomain, ssh_username and the key of ssh_private_key_file, or an ephemeral key pair without credentials)";
 const CLONE_NO_ISO: &str = "kiln's proxmox-clone attaches no ISOs to the clone";
 const CLONE_NO_DISKS: &str = "kiln's proxmox-clone keeps the source template's disks (EFI and TPM state included): add or resize them in the source template";
 
@@ -446,7 +446,7 @@ pub static KEYS: &[KeySpec] = &[
     k("", "ssh_bastion_certificate_file", Str, Unset).unsupported("SSH certificates for the bastion; use ssh_bastion_private_key_file"),
     k("", "ssh_certificate_file", Str, Unset).unsupported("SSH certificate authentication; use ssh_private_key_file"),
     k("", "ssh_keypair_name", Str, Unset).no_effect("names a cloud provider's key pair; the proxmox plugin does not use it either"),
-    k("", "ssh_clear_authorized_keys", Bool, Lit("false")).no_effect("kiln's communicator never installs a temporary key (the ansible provisioner removes its own)"),
+    k("", "ssh_clear_authorized_keys", Bool, Lit("false")).no_effect("kiln removes the ephemeral key of a proxmox-clone build from authorized_keys after provisioning, as the plugin does by default, and no other key (the ansible provisioner removes its own)"),
     k("", "ssh_disable_agent_forwarding", Bool, Lit("false")).no_effect("kiln never forwards the SSH agent"),
     k("", "temporary_key_pair_name", Str, Unset).unsupported(NO_TEMP_KEY),
     k("", "temporary_key_pair_type", Str, Unset).unsupported(NO_TEMP_KEY),
