@@ -31,11 +31,10 @@ pub fn ensure(base: &Path, hash: &str, force: bool) -> Result<PathBuf> {
     let out = base.join(hash);
     let dir = out.join("installed");
     let link = base.join("installed");
-    let seed_recipe = seed_recipe();
-    if is_cached(&dir, &seed_recipe) && !force {
+    if dir.join(MANIFEST_FILE).is_file() && dir.join(DISK_FILE).is_file() && !force {
         point_link_to(&link, hash)?;
         println!(
-            "installed test-guest disk: cached ({}, recipe {hash}, seed {seed_recipe})",
+            "installed test-guest disk: cached ({}, recipe {hash})",
             dir.display()
         );
         return Ok(link);
@@ -61,7 +60,6 @@ pub fn ensure(base: &Path, hash: &str, force: bool) -> Result<PathBuf> {
     };
     let manifest = serde_json::json!({
         "recipe": hash,
-        "seed_recipe": seed_recipe,
         "state": STATE,
         "user": USER,
         "hostname": HOSTNAME,
@@ -142,7 +140,7 @@ fn install(iso: &Path, work: &Path) -> Result<f64> {
     let seed = work.join("seed");
     std::fs::create_dir_all(&seed)?;
     std::fs::write(seed.join("user-data"), user_data(public.trim()))?;
-    std::fs::write(seed.join("meta-data"), META_DATA)?;
+    std::fs::write(seed.join("meta-data"), format!("instance-id: {HOSTNAME}\n"))?;
     let seed_iso = work.join("seed.iso");
     run(Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o"])
@@ -170,7 +168,7 @@ fn install(iso: &Path, work: &Path) -> Result<f64> {
     spec.kernel = Some(KernelBoot {
         kernel: kernel.clone(),
         initrd: initrd.clone(),
-        append: APPEND.into(),
+        append: "autoinstall ds=nocloud;s=/cidata/ console=ttyS0,115200 ---".into(),
     });
     let serial = SerialLog::new(&spec.serial_log);
     let started = Instant::now();
@@ -207,48 +205,12 @@ fn install(iso: &Path, work: &Path) -> Result<f64> {
     Ok(secs)
 }
 
-/// The installer's kernel command line (no typing at GRUB).
-const APPEND: &str = "autoinstall ds=nocloud;s=/cidata/ console=ttyS0,115200 ---";
-
-/// The installer's meta-data. No `instance-id`: see [`user_data`].
-const META_DATA: &str = "local-hostname: kiln-installed\n";
-
-/// The autoinstall config. The late command leaves the installed system's NoCloud seed without
-/// an `instance-id` (the installer writes one): cloud-init merges the seed directory's meta-data
-/// over a `cidata` drive's, so a pinned id would make every later boot with a Proxmox VE
-/// cloud-init drive "the same instance" (no new user, keys, hostname, host keys). Without it the
-/// disk behaves like an Ubuntu cloud image: the drive's instance-id (PVE's hash of its user-data
-/// and network-config) applies, and the drive's user-data replaces the seed's; without a drive
-/// the seed's user and key apply to the first boot (instance-id `nocloud`).
 fn user_data(pubkey: &str) -> String {
     format!(
         "#cloud-config\nautoinstall:\n  version: 1\n  identity:\n    hostname: {HOSTNAME}\n    \
          username: {USER}\n  ssh:\n    install-server: true\n    allow-pw: false\n    \
-         authorized-keys:\n      - {pubkey}\n  late-commands:\n    - \"sed -i '/^instance-id:/d' \
-         /target/var/lib/cloud/seed/nocloud/meta-data\"\n"
+         authorized-keys:\n      - {pubkey}\n"
     )
-}
-
-/// A hash over everything of the install that is not the ISO (whose recipe hash names the
-/// directory): the autoinstall config, meta-data, kernel command line and disk size. A cached
-/// disk installed with another seed recipe is rebuilt.
-fn seed_recipe() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [user_data("<key>").as_str(), META_DATA, APPEND, SIZE] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())[..16].to_string()
-}
-
-/// A complete installed disk of this seed recipe is in `dir` (manifest last, disk present).
-fn is_cached(dir: &Path, seed_recipe: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST_FILE)) else {
-        return false;
-    };
-    let m: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    m["seed_recipe"] == seed_recipe && dir.join(DISK_FILE).is_file()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -283,50 +245,5 @@ mod tests {
         assert!(ud.contains(&format!("username: {USER}")));
         assert!(ud.contains(&format!("hostname: {HOSTNAME}")));
         assert!(ud.contains("      - ssh-ed25519 AAAA kiln\n"));
-        // the seed keeps no instance-id (a PVE cloud-init drive's applies)
-        assert!(ud.contains(
-            "  late-commands:\n    - \"sed -i '/^instance-id:/d' /target/var/lib/cloud/seed/nocloud/meta-data\"\n"
-        ));
-        assert!(!META_DATA.contains("instance-id"));
-    }
-
-    #[test]
-    fn a_disk_of_another_seed_recipe_is_not_used() {
-        let dir = std::env::temp_dir().join(format!("kiln-xtask-seed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = Dir(dir);
-        let r = seed_recipe();
-        assert_eq!(r.len(), 16);
-        assert!(!is_cached(d.path(), &r), "empty dir");
-        std::fs::write(d.path().join(DISK_FILE), b"").unwrap();
-        // a disk from before the seed recipe was recorded, or of another one
-        std::fs::write(d.path().join(MANIFEST_FILE), r#"{"recipe":"x"}"#).unwrap();
-        assert!(!is_cached(d.path(), &r));
-        std::fs::write(
-            d.path().join(MANIFEST_FILE),
-            r#"{"seed_recipe":"0123456789abcdef"}"#,
-        )
-        .unwrap();
-        assert!(!is_cached(d.path(), &r));
-        std::fs::write(
-            d.path().join(MANIFEST_FILE),
-            format!(r#"{{"seed_recipe":"{r}"}}"#),
-        )
-        .unwrap();
-        assert!(is_cached(d.path(), &r));
-        std::fs::remove_file(d.path().join(DISK_FILE)).unwrap();
-        assert!(!is_cached(d.path(), &r), "manifest without disk");
-    }
-
-    struct Dir(PathBuf);
-    impl Dir {
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }

@@ -229,20 +229,15 @@ fn iso_identity(
         .filter(|u| !u.is_empty())
         .cloned()
         .collect();
+    // a digest identifies the ISO exactly (the plan holds it parsed, in its canonical `algo:hex` form)
+    if let Some(kiln_config::model::checksum::ChecksumSpec::Digest(d)) = &iso.iso_checksum {
+        return Ok((format!("checksum:{d}"), format!("iso_checksum {d}")));
+    }
     let checksum = iso
         .iso_checksum
-        .clone()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if !checksum.is_empty() && checksum != "none" && !checksum.starts_with("file:") {
-        let c = if checksum.contains(':') {
-            checksum.clone()
-        } else {
-            format!("sha256:{checksum}") // bare hex: the plugin's default type
-        };
-        return Ok((format!("checksum:{c}"), format!("iso_checksum {c}")));
-    }
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     // no usable checksum: hash the local file itself
     let base = crate::steps::iso::base_dir(template_dir, &urls);
     for u in &urls {
@@ -584,7 +579,7 @@ mod tests {
             template_description: Some("d".into()),
             network_adapters: vec![NetworkAdapter {
                 bridge: "vmbr0".into(),
-                model: "virtio".into(),
+                model: kiln_config::model::NicModel::Virtio,
                 mac_address: None,
                 vlan_tag: None,
                 firewall: false,
@@ -594,7 +589,7 @@ mod tests {
             ..ProxmoxIsoConfig::default()
         };
         cfg.boot_iso.iso_url = Some("os.iso".into());
-        cfg.boot_iso.iso_checksum = Some("none".into());
+        cfg.boot_iso.iso_checksum = Some(kiln_config::model::checksum::ChecksumSpec::None);
         cfg.boot_iso.iso_storage_pool = Some("local".into());
         cfg.http_content
             .insert("/meta-data".into(), "instance-id: a\n".into());
@@ -638,7 +633,14 @@ mod tests {
             ),
             (
                 "iso_checksum",
-                Box::new(|f| f.run.config.boot_iso.iso_checksum = Some("sha256:ab".into())),
+                Box::new(|f| {
+                    f.run.config.boot_iso.iso_checksum =
+                        kiln_config::model::checksum::ChecksumSpec::parse(&format!(
+                            "sha256:{}",
+                            "ab".repeat(32)
+                        ))
+                        .ok()
+                }),
             ),
             (
                 "http_directory file",
@@ -684,18 +686,20 @@ mod tests {
             ("cores", Box::new(|f| f.run.config.cores = 4)),
             (
                 "network",
-                Box::new(|f| f.run.config.network_adapters[0].model = "e1000".into()),
+                Box::new(|f| {
+                    f.run.config.network_adapters[0].model = kiln_config::model::NicModel::E1000
+                }),
             ),
             (
                 "disk",
                 Box::new(|f| {
                     f.run.config.disks.push(kiln_config::model::Disk {
-                        r#type: "scsi".into(),
+                        r#type: kiln_config::model::Bus::Scsi,
                         storage_pool: "local-lvm".into(),
                         storage_pool_type: None,
                         disk_size: "8G".into(),
-                        format: "raw".into(),
-                        cache_mode: "none".into(),
+                        format: kiln_config::model::DiskFormat::Raw,
+                        cache_mode: kiln_config::model::CacheMode::None,
                         io_thread: false,
                         asyncio: None,
                         discard: false,

@@ -21,9 +21,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The state the cached disk is in (also written into the manifest).
 pub const STATE: &str = "installed, first boot pending: cloud-init (NoCloud seed written by the \
-     installer) runs its normal stages on the first boot of each overlay (user, SSH host keys, hostname); \
-     the seed has no instance-id, so a cidata drive (Proxmox VE cloud-init) makes every boot with new \
-     drive content a new instance, as on a cloud image";
+     installer) runs its normal stages on the first boot of each overlay (user, SSH host keys, hostname)";
 
 /// A cached installed disk and how to log in to it.
 #[derive(Debug, Clone)]

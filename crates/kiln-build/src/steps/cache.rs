@@ -752,12 +752,12 @@ mod tests {
         };
         cfg.boot_iso.unmount = true;
         cfg.disks.push(kiln_config::model::Disk {
-            r#type: "scsi".into(),
+            r#type: kiln_config::model::Bus::Scsi,
             storage_pool: "local-lvm".into(),
             storage_pool_type: None,
             disk_size: "8G".into(),
-            format: "raw".into(),
-            cache_mode: "none".into(),
+            format: kiln_config::model::DiskFormat::Raw,
+            cache_mode: kiln_config::model::CacheMode::None,
             io_thread: false,
             asyncio: None,
             discard: false,
