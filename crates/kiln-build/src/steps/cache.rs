@@ -334,16 +334,30 @@ impl StepCacheClone {
             .await
             .map_err(|e| format!("reading the clone's config: {e}"))?;
         let params = hit_params(&cfg, vmid, name, &conf)?;
-        let t = client
-            .qemu_config_update_async(&st.node, vmid, &params)
-            .await
-            .map_err(|e| format!("updating the clone's config: {e}"))?;
-        client
-            .wait_opt(t, &st.wait_opts())
-            .await
-            .map_err(|e| format!("updating the clone's config: {e}"))?;
+        task(
+            &client,
+            st,
+            "updating the clone's config".to_string(),
+            client.qemu_config_update_async(&st.node, vmid, &params),
+        )
+        .await?;
         Ok(())
     }
+}
+
+/// Start a PVE task and wait for it; a failure of either carries `what`.
+async fn task<E: std::fmt::Display>(
+    client: &kiln_pve::Client,
+    st: &BuildState,
+    what: String,
+    started: impl std::future::Future<Output = Result<Option<kiln_pve::Upid>, E>>,
+) -> Result<(), String> {
+    let t = started.await.map_err(|e| format!("{what}: {e}"))?;
+    client
+        .wait_opt(t, &st.wait_opts())
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    Ok(())
 }
 
 #[async_trait]
@@ -545,14 +559,13 @@ impl StepCacheLayer {
             pool: None,
             description: None,
         };
-        let t = client
-            .qemu_clone(&st.node, vmid, &opts)
-            .await
-            .map_err(|e| format!("cloning VM {vmid} to {base}: {e}"))?;
-        client
-            .wait_opt(t, &st.wait_opts())
-            .await
-            .map_err(|e| format!("cloning VM {vmid} to {base}: {e}"))?;
+        task(
+            &client,
+            st,
+            format!("cloning VM {vmid} to {base}"),
+            client.qemu_clone(&st.node, vmid, &opts),
+        )
+        .await?;
         let conf = client
             .qemu_config(&st.node, base, false)
             .await
@@ -570,22 +583,20 @@ impl StepCacheLayer {
                 params.push((k.clone(), "none,media=cdrom".into()));
             }
         }
-        let t = client
-            .qemu_config_update_async(&st.node, base, &params)
-            .await
-            .map_err(|e| format!("configuring the base {base}: {e}"))?;
-        client
-            .wait_opt(t, &st.wait_opts())
-            .await
-            .map_err(|e| format!("configuring the base {base}: {e}"))?;
-        let t = client
-            .qemu_template(&st.node, base, None)
-            .await
-            .map_err(|e| format!("converting the base {base} to a template: {e}"))?;
-        client
-            .wait_opt(t, &st.wait_opts())
-            .await
-            .map_err(|e| format!("converting the base {base} to a template: {e}"))?;
+        task(
+            &client,
+            st,
+            format!("configuring the base {base}"),
+            client.qemu_config_update_async(&st.node, base, &params),
+        )
+        .await?;
+        task(
+            &client,
+            st,
+            format!("converting the base {base} to a template"),
+            client.qemu_template(&st.node, base, None),
+        )
+        .await?;
         Ok(base)
     }
 
