@@ -19,6 +19,10 @@ pub struct Args {
     /// After building: install with dpkg, check the installed binary, man page and completions, remove
     #[arg(long)]
     pub smoke: bool,
+    /// Package this already built binary instead of building one (the test suite packages the `kiln`
+    /// its test build made: another `cargo build` would unify features differently and rebuild crates)
+    #[arg(long, conflicts_with = "profile")]
+    pub binary: Option<PathBuf>,
 }
 
 /// Where the completions of each shell go in a Debian package.
@@ -30,7 +34,11 @@ const COMPLETIONS: &[(&str, &str)] = &[
 
 pub fn run(args: Args) -> Result<()> {
     let root = crate::workspace_root();
-    let bin = build_binary(&root, &args.profile)?;
+    let bin = match &args.binary {
+        Some(b) if b.is_file() => b.clone(),
+        Some(b) => bail!("--binary {}: no such file (build it first)", b.display()),
+        None => build_binary(&root, &args.profile)?,
+    };
     let deb = package(&root, &bin)?;
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let deb_size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
