@@ -43,11 +43,14 @@ pub fn run(args: Args) -> Result<()> {
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let deb_size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
     println!(
-        "dist: {} ({:.1} MiB; binary {:.1} MiB, profile {})",
+        "dist: {} ({:.1} MiB; binary {:.1} MiB, {})",
         deb.display(),
         deb_size as f64 / 1048576.0,
         size as f64 / 1048576.0,
-        args.profile
+        match &args.binary {
+            Some(b) => b.display().to_string(),
+            None => format!("profile {}", args.profile),
+        }
     );
     if args.smoke {
         smoke(&deb)?;

@@ -5,7 +5,7 @@
 //!    `cargo xtask test-guest --installed-disk`),
 //! 3. checks formatting and clippy (`--all-targets -D warnings`),
 //! 4. builds every test binary and the `kiln` binary the end-to-end tests spawn, in one `cargo test --no-run`,
-//! 5. packages that binary as a `.deb` and smoke-tests it (`xtask dist --profile dev --smoke`),
+//! 5. packages that binary as a `.deb` and smoke-tests it (`xtask dist --binary target/debug/kiln --smoke`),
 //! 6. runs the unit and API tests in parallel, then the end-to-end tests (`#[ignore]`d unless asked for,
 //!    see `kiln_testguest::require_e2e`) one at a time with `KILN_E2E=1`: they start QEMU guests under TCG
 //!    and the machine has two cores,
