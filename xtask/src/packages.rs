@@ -69,7 +69,7 @@ pub const GUEST_BUILD: &[Need] = &[
     need("mtools", &["mformat"]),
     need("cpio", &["cpio"]),
     need("busybox-static", &["/usr/bin/busybox"]),
-    need("e2fsprogs", &["mke2fs"]),
+    need("e2fsprogs", &["mke2fs", "debugfs"]), // debugfs: the cloud image from the installed disk
     need("dosfstools", &["mkfs.vfat"]),
     need("fdisk", &["sfdisk"]),
     need("zstd", &["zstd"]),

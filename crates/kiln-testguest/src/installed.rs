@@ -116,11 +116,88 @@ impl InstalledDisk {
         spec.no_reboot = false;
         Ok(spec)
     }
+
+    /// Write `path`, a raw *cloud image* made from the cached disk: the same installed, never
+    /// booted system without the NoCloud seed the installer left for its first boot. That is
+    /// what Ubuntu's cloud images are: the identity (user, SSH keys, hostname, instance-id,
+    /// network) comes from the hypervisor's cloud-init drive, e.g. the one PVE makes from
+    /// `ciuser`/`sshkeys`/`ipconfig0`. (With the seed left in, cloud-init would keep the seed's
+    /// pinned instance-id and treat every clone as the same instance.)
+    ///
+    /// How: `qemu-img convert -O raw`, the root partition from `sfdisk --json`, and the seed
+    /// removed from the ext4 file system in place with `debugfs -w` (e2fsprogs; no mount, no boot).
+    pub fn cloud_image(&self, path: &Path) -> Result<()> {
+        crate::run(
+            Command::new("qemu-img")
+                .args(["convert", "-q", "-O", "raw"])
+                .arg(&self.disk)
+                .arg(path),
+        )?;
+        let table = crate::run(Command::new("sfdisk").arg("--json").arg(path))?;
+        let offset = root_partition_offset(&table).ok_or_else(|| Error::Command {
+            cmd: format!("sfdisk --json {}", path.display()),
+            detail: format!("no root partition in {table}"),
+        })?;
+        let fs = format!("{}?offset={offset}", path.display());
+        let seed = "/var/lib/cloud/seed/nocloud";
+        let script = path.with_extension("debugfs");
+        std::fs::write(
+            &script,
+            format!("rm {seed}/user-data\nrm {seed}/meta-data\nrmdir {seed}\n"),
+        )
+        .map_err(io(format!("write {}", script.display())))?;
+        crate::run(
+            Command::new("debugfs")
+                .arg("-w")
+                .arg("-f")
+                .arg(&script)
+                .arg(&fs),
+        )?;
+        let _ = std::fs::remove_file(&script);
+        let left = crate::run(
+            Command::new("debugfs")
+                .args(["-R", "ls /var/lib/cloud/seed"])
+                .arg(&fs),
+        )?;
+        if left.contains("nocloud") {
+            return Err(Error::Command {
+                cmd: format!("debugfs -w {fs}"),
+                detail: format!("the NoCloud seed is still there: {left}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The byte offset of the partition named `root` (else the largest) in `sfdisk --json` output.
+fn root_partition_offset(json: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let t = &v["partitiontable"];
+    let sector = t["sectorsize"].as_u64().unwrap_or(512);
+    let parts = t["partitions"].as_array()?;
+    let root = parts
+        .iter()
+        .find(|p| p["name"] == "root")
+        .or_else(|| parts.iter().max_by_key(|p| p["size"].as_u64().unwrap_or(0)))?;
+    Some(root["start"].as_u64()? * sector)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_partition_is_found_by_name_or_size() {
+        let gpt = r#"{"partitiontable":{"label":"gpt","sectorsize":512,"partitions":[
+            {"node":"d1","start":2048,"size":2048,"name":"bios_grub"},
+            {"node":"d2","start":4096,"size":16771072,"name":"root"}]}}"#;
+        assert_eq!(root_partition_offset(gpt), Some(4096 * 512));
+        let unnamed = r#"{"partitiontable":{"sectorsize":4096,"partitions":[
+            {"start":10,"size":5},{"start":20,"size":500},{"start":600,"size":7}]}}"#;
+        assert_eq!(root_partition_offset(unnamed), Some(20 * 4096));
+        assert_eq!(root_partition_offset("{}"), None);
+        assert_eq!(root_partition_offset("not json"), None);
+    }
 
     #[test]
     fn missing_and_incomplete_dirs_say_how_to_build() {

@@ -15,10 +15,23 @@
 //!    template is refused (exit 1, nothing created); a linked clone of template 9000 is provisioned
 //!    and templated (9200, steps connect → clone_vm → … → template, no ISO/create/boot command), and
 //!    a clone of 9200 boots with the playbook's file and the clone build's mark;
-//! 4. SIGINT during the guest wait → exit 130, no VM, no generated ISO, no listening port;
+//!    The full build runs with `-cache-install` (a miss: the installed system becomes a base
+//!    template before the provisioners), and (3c) the same template with only the playbook changed
+//!    is a hit: no ISO, create, boot command or install; its template's clone has both playbooks'
+//!    files and a machine-id and SSH host key of its own (compared with the fresh build's clone);
+//!    the wall-time ratio of the two builds is printed;
+//! 4. SIGINT during the guest wait, with `-cache-install` and a changed user-data (a miss) → exit
+//!    130, no VM, no second base, no generated ISO, no listening port;
 //! 5. a boot command the guest never acts on → exit 1 with the "nothing fetched" diagnosis, no VM.
 //!
+//! Then `kiln cache ls` lists the base and `kiln cache prune --all` removes it.
+//!
 //! No scenario may print a secret (API password, token, SSH private key).
+//!
+//! A second test, `e2e_proxmox_clone_of_a_cloud_image_template`, imports a cloud image made from
+//! the installed test-guest disk (`import-from`, as users import Ubuntu's cloud images), templates
+//! it, builds `examples/cloud-image-clone` from it with an ephemeral key, and boots a clone of the
+//! result as a user would.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -197,7 +210,8 @@ impl Sandbox {
             .collect()
     }
 
-    /// A PVE API call with the token, from inside the namespace.
+    /// A PVE API call with the token, from inside the namespace. A GET's parameters go in the
+    /// query string (`-G`): PVE answers a GET with a body "Unexpected content for method 'GET'".
     fn api(&self, ns: &Netns, method: &str, path: &str, params: &[(&str, &str)]) -> Value {
         let mut c = ns.exec();
         c.args([
@@ -208,6 +222,36 @@ impl Sandbox {
             "-H",
             &format!("Authorization: PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"),
         ]);
+        if method == "GET" {
+            c.arg("-G");
+        }
+        for (k, v) in params {
+            c.args(["--data-urlencode", &format!("{k}={v}")]);
+        }
+        c.arg(format!("{}{path}", self.url));
+        let (_, out) = sh(&mut c);
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    }
+
+    /// A PVE API call as root@pam with a ticket (cookie + CSRF token), as `qm` would: only
+    /// root@pam may pass host paths such as `import-from=/path/disk.raw`.
+    fn api_root(&self, ns: &Netns, method: &str, path: &str, params: &[(&str, &str)]) -> Value {
+        let mut c = ns.exec();
+        c.args(["curl", "-sk", "-X", "POST"])
+            .args(["--data-urlencode", "username=root@pam"])
+            .args(["--data-urlencode", &format!("password={PASSWORD}")])
+            .arg(format!("{}/access/ticket", self.url));
+        let (_, out) = sh(&mut c);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let ticket = v["data"]["ticket"].as_str().unwrap_or_default();
+        let csrf = v["data"]["CSRFPreventionToken"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!ticket.is_empty(), "no ticket for root@pam: {v}");
+        let mut c = ns.exec();
+        c.args(["curl", "-sk", "-X", method])
+            .args(["-b", &format!("PVEAuthCookie={ticket}")])
+            .args(["-H", &format!("CSRFPreventionToken: {csrf}")]);
         for (k, v) in params {
             c.args(["--data-urlencode", &format!("{k}={v}")]);
         }
@@ -239,6 +283,8 @@ impl Sandbox {
 
     fn vm_ids(&self, ns: &Netns) -> Vec<u64> {
         let v = self.api(ns, "GET", "/cluster/resources", &[("type", "vm")]);
+        // an error answer must fail the test, not read as "no VMs"
+        assert!(v["data"].is_array(), "GET /cluster/resources: {v}");
         v["data"]
             .as_array()
             .map(|a| a.iter().filter_map(|r| r["vmid"].as_u64()).collect())
@@ -252,6 +298,7 @@ impl Sandbox {
             "/nodes/pve/storage/local/content",
             &[("content", "iso")],
         );
+        assert!(v["data"].is_array(), "GET …/storage/local/content: {v}");
         v["data"]
             .as_array()
             .map(|a| {
@@ -325,8 +372,22 @@ fn kiln_testguest_iso() -> Result<PathBuf, String> {
     kiln_testguest::iso_path().map_err(|e| e.to_string())
 }
 
-/// Start `kiln build` in the namespace; output (stdout+stderr) goes to `log`.
+/// Start `kiln build examples/test-guest` in the namespace; output (stdout+stderr) goes to `log`.
 fn start_build(
+    ns: &Netns,
+    sb: &Sandbox,
+    fx: &Fixture,
+    password: &str,
+    extra: &[String],
+    log: &Path,
+) -> Child {
+    let dir = workspace().join("examples/test-guest");
+    start_build_in(&dir, ns, sb, fx, password, extra, log)
+}
+
+/// Start `kiln build DIR` (a copy of examples/test-guest) in the namespace.
+fn start_build_in(
+    dir: &Path,
     ns: &Netns,
     sb: &Sandbox,
     fx: &Fixture,
@@ -348,7 +409,7 @@ fn start_build(
         .args(["-var", &format!("iso_url={}", fx.iso.display())])
         .args(["-var", &format!("iso_checksum=file:{}", fx.sums.display())])
         .args(extra)
-        .arg(workspace().join("examples/test-guest"))
+        .arg(dir)
         .env("PROXMOX_PASSWORD", password)
         .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
         .env_remove("PROXMOX_TOKEN")
@@ -449,13 +510,27 @@ fn prerequisites() {
     );
 }
 
+/// The step list kiln prints at the end, one step per line without the timestamp and the build
+/// name (`  iso (skipped: cached install)   0ms  ok …`).
 fn step_timings(out: &str) -> String {
     out.lines()
         .skip_while(|l| !l.contains("Step timings:"))
         .take_while(|l| !l.contains("Build '"))
-        .map(|l| l.split_once(": ").map(|(_, r)| r).unwrap_or(l))
+        .map(strip_ui_prefix)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `2026-…Z:     proxmox-iso.test-guest:   text` (or without the `-timestamp-ui` stamp, or
+/// with `==> `) → `  text`.
+fn strip_ui_prefix(l: &str) -> &str {
+    let l = match l.split_once("Z: ") {
+        Some((ts, rest)) if ts.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => l,
+    };
+    let l = l.trim_start();
+    let l = l.strip_prefix("==> ").unwrap_or(l);
+    l.split_once(": ").map(|(_, r)| r).unwrap_or(l)
 }
 
 /// `kiln build examples/test-guest-clone` (a `proxmox-clone` source) in the namespace.
@@ -499,6 +574,22 @@ fn boot_clone_and_run(
     cmd: &str,
     until: &str,
 ) -> String {
+    boot_clone_as(ns, sb, fx, src, newid, "packer", &[], cmd, until)
+}
+
+/// [`boot_clone_and_run`] as `user`, with more cloud-init settings for the clone (`config`).
+#[allow(clippy::too_many_arguments)]
+fn boot_clone_as(
+    ns: &Netns,
+    sb: &Sandbox,
+    fx: &Fixture,
+    src: u32,
+    newid: u32,
+    user: &str,
+    config: &[(&str, &str)],
+    cmd: &str,
+    until: &str,
+) -> String {
     let r = sb.api(
         ns,
         "POST",
@@ -515,11 +606,13 @@ fn boot_clone_and_run(
     assert!(sb
         .wait_task(ns, &upid, Duration::from_secs(120))
         .starts_with("OK"));
+    let mut params = vec![("ipconfig0", "ip=dhcp")];
+    params.extend_from_slice(config);
     let r = sb.api(
         ns,
         "POST",
         &format!("/nodes/pve/qemu/{newid}/config"),
-        &[("ipconfig0", "ip=dhcp")],
+        &params,
     );
     if let Some(u) = r["data"].as_str() {
         assert!(sb
@@ -574,7 +667,7 @@ fn boot_clone_and_run(
             "ConnectTimeout=5",
             "-o",
             "BatchMode=yes",
-            &format!("packer@{ip}"),
+            &format!("{user}@{ip}"),
             cmd,
         ]));
         out = o;
@@ -593,6 +686,104 @@ fn boot_clone_and_run(
         sb.wait_task(ns, u, Duration::from_secs(60));
     }
     out
+}
+
+/// Another crypt(3) hash for var.password_hash: a user-data change (`openssl passwd -6 -salt
+/// kilnothersalt other`).
+const OTHER_HASH: &str = "$6$kilnothersalt$EZDiKGEc2QJAtEb2t6loioYEOK.2pefhEmp57l4PlJ81aRMhBvoAldQzvUWLvaY3dNgtZEaoOv0n3jQ.op0uH/";
+
+/// Shell that prints what makes a guest unique: its machine-id and SSH host key fingerprint.
+const IDENTITY: &str = "echo machine-id=$(cat /etc/machine-id); echo hostkey=$(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2)";
+
+/// (machine-id, host key fingerprint) from [`IDENTITY`]'s output.
+fn identity(out: &str) -> (String, String) {
+    let field = |k: &str| {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix(k))
+            .next_back()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    (field("machine-id="), field("hostkey="))
+}
+
+/// The install-cache bases on the sandbox: (vmid, name, is a template).
+fn cache_bases(ns: &Netns, sb: &Sandbox) -> Vec<(u64, String, bool)> {
+    let v = sb.api(ns, "GET", "/cluster/resources", &[("type", "vm")]);
+    assert!(v["data"].is_array(), "GET /cluster/resources: {v}");
+    v["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| {
+                    r["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("kiln-cache-"))
+                })
+                .map(|r| {
+                    (
+                        r["vmid"].as_u64().unwrap_or_default(),
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["template"] == 1 || r["template"] == "1",
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Seconds the full build spent in the install-cache layer (its "Install cache layer:" line).
+fn layer_seconds(out: &str) -> f64 {
+    let Some(line) = out.lines().find(|l| l.contains("Install cache layer: ")) else {
+        return 0.0;
+    };
+    // "reset + shutdown 12s, base 3s, boot + wait 1m05s"
+    line.split(", ")
+        .filter_map(|part| part.split_whitespace().last())
+        .map(duration_secs)
+        .sum()
+}
+
+/// `1m05s`, `12s`, `1.5s`, `350ms`, `1h2m3s` → seconds.
+fn duration_secs(s: &str) -> f64 {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse::<f64>().unwrap_or(0.0) / 1000.0;
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    for ch in s.chars() {
+        match ch {
+            '0'..='9' | '.' => num.push(ch),
+            'h' | 'm' | 's' => {
+                let n: f64 = num.parse().unwrap_or(0.0);
+                total += n * match ch {
+                    'h' => 3600.0,
+                    'm' => 60.0,
+                    _ => 1.0,
+                };
+                num.clear();
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    must(std::fs::create_dir_all(to), "create dir");
+    for e in must(std::fs::read_dir(from), "read dir").flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name == "manifest.json" {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&name));
+        } else {
+            must(std::fs::copy(&p, to.join(&name)), "copy file");
+        }
+    }
 }
 
 #[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
@@ -705,6 +896,8 @@ fn e2e_kiln_build_on_sandbox() {
     ]
     .into_iter()
     .flat_map(|v| ["-var".to_string(), v])
+    // the installed system is kept as a hidden base template for scenario 3c's rebuild
+    .chain(["-cache-install".to_string()])
     .collect();
     let t_build = Instant::now();
     let mut c = start_build(&ns, &sb, &fx, PASSWORD, &bastion_args, &log);
@@ -748,6 +941,18 @@ fn e2e_kiln_build_on_sandbox() {
         !listening.contains(&format!(":{port} ")),
         "kiln's HTTP port {port} still open:\n{listening}"
     );
+
+    // -cache-install: a miss, then the installed system kept as a base template before provisioning
+    let miss = pos(&lines, "Install cache miss", 0);
+    let layer = pos(&lines, "Install cache layer: ", miss);
+    assert!(
+        layer < d,
+        "the base was made after the playbook ran:\n{out}"
+    );
+    let bases = cache_bases(&ns, &sb);
+    println!("install-cache bases after the full build: {bases:?}");
+    assert_eq!(bases.len(), 1, "one base template expected: {bases:?}");
+    assert!(bases[0].2, "the base is not a template: {bases:?}");
 
     let ev = sb.events();
     let is_vm =
@@ -911,7 +1116,7 @@ fn e2e_kiln_build_on_sandbox() {
         let (ok, o) = sh(ns.exec().args(["ssh", "-i"]).arg(&fx.key).args([
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
             &format!("packer@{ip}"),
-            "cloud-init status --wait; test -f /var/lib/cloud/instance/boot-finished && echo cloud-init-ran-again; cat /etc/kiln-playbook",
+            &format!("cloud-init status --wait; test -f /var/lib/cloud/instance/boot-finished && echo cloud-init-ran-again; cat /etc/kiln-playbook; {IDENTITY}"),
         ]));
         ssh_out = o;
         if ok && ssh_out.contains("built-by-kiln") {
@@ -939,6 +1144,106 @@ fn e2e_kiln_build_on_sandbox() {
     if let Some(u) = r["data"].as_str() {
         sb.wait_task(&ns, u, Duration::from_secs(60));
     }
+    let fresh_id = identity(&ssh_out);
+
+    // ---- 3c. the same template with only the playbook changed: a cache hit ----------------------
+    // a copy of the example whose playbook writes one more file; nothing else differs, so the
+    // install-cache key is the same and the build starts from the base template
+    // (outside fx.dir: the copy holds var.password_hash's default, and fx.dir is scanned for secrets)
+    let v2_tmp = must(tempfile::tempdir(), "temp dir");
+    let v2 = v2_tmp.path().join("test-guest-v2");
+    copy_dir(&workspace().join("examples/test-guest"), &v2);
+    let playbook = v2.join("playbooks/deploy_packer.yml");
+    let mut pb = read(&playbook);
+    pb.push_str(
+        "    - name: A task added after the first build\n      ansible.builtin.copy:\n        dest: /etc/kiln-playbook-v2\n        content: \"playbook-changed\\n\"\n        mode: \"0644\"\n",
+    );
+    must(std::fs::write(&playbook, pb), "write the changed playbook");
+    let log = fx.dir.join("cached-build.log");
+    let extra: Vec<String> = [
+        "-cache-install",
+        "-var",
+        "vm_id=9010",
+        "-var",
+        "template_name=kiln-cached",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let t_hit = Instant::now();
+    let mut c = start_build_in(&v2, &ns, &sb, &fx, PASSWORD, &extra, &log);
+    let code = wait_exit(&mut c, Duration::from_secs(900), &log);
+    let hit_time = t_hit.elapsed();
+    let out = read(&log);
+    println!(
+        "--- cached build, playbook changed (exit {code}, {:.0} s) ---\n{out}",
+        hit_time.as_secs_f64()
+    );
+    assert_eq!(code, 0, "the cached build failed");
+    assert_no_secrets("cached build", &out, &fx);
+    assert!(out.contains("Install cache hit"), "no cache hit:\n{out}");
+    let steps = step_timings(&out);
+    for s in ["iso", "http_server", "create_vm", "boot_command"] {
+        assert!(
+            steps
+                .lines()
+                .any(|l| l.trim_start().starts_with(s) && l.contains("skipped: cached install")),
+            "step {s} not skipped on a hit:\n{steps}"
+        );
+    }
+    let hl: Vec<&str> = out.lines().collect();
+    let p = pos(&hl, "PLAY RECAP", 0);
+    pos(&hl, "failed=0", p);
+    pos(&hl, "A template was created: 9010", p);
+    assert_eq!(
+        cache_bases(&ns, &sb).len(),
+        1,
+        "a hit must not make another base"
+    );
+    let full = read(&fx.dir.join("build.log"));
+    let layer_secs = layer_seconds(&full);
+    println!(
+        "=== install cache: full build {:.0} s (of which the cache layer {:.0} s), cached build {:.0} s: ratio {:.2} (to a full build without the layer: {:.2}) ===\nfull build steps:\n{}\ncached build steps:\n{steps}",
+        build_time.as_secs_f64(),
+        layer_secs,
+        hit_time.as_secs_f64(),
+        hit_time.as_secs_f64() / build_time.as_secs_f64(),
+        hit_time.as_secs_f64() / (build_time.as_secs_f64() - layer_secs),
+        step_timings(&full),
+    );
+    // its clone: the same provisioned state as the fresh build's clone, plus the new task's file,
+    // and an identity of its own
+    let t_c = Instant::now();
+    let cached_out = boot_clone_and_run(
+        &ns,
+        &sb,
+        &fx,
+        9010,
+        9110,
+        &format!(
+            "cloud-init status --wait; cat /etc/kiln-playbook /etc/kiln-playbook-v2; {IDENTITY}"
+        ),
+        "hostkey=",
+    );
+    println!(
+        "--- clone 9110 of the cached build's template ({:.0} s) ---\n{cached_out}",
+        t_c.elapsed().as_secs_f64()
+    );
+    assert!(cached_out.contains("status: done"), "{cached_out}");
+    assert!(cached_out.contains("built-by-kiln"), "{cached_out}");
+    assert!(cached_out.contains("playbook-changed"), "{cached_out}");
+    let cached_id = identity(&cached_out);
+    println!("identity of the fresh build's clone: {fresh_id:?}\nidentity of the cached build's clone: {cached_id:?}");
+    assert!(
+        !fresh_id.0.is_empty() && !cached_id.0.is_empty(),
+        "machine-id missing: {fresh_id:?} {cached_id:?}"
+    );
+    assert!(
+        !fresh_id.1.is_empty() && !cached_id.1.is_empty(),
+        "host key missing: {fresh_id:?} {cached_id:?}"
+    );
+    assert_ne!(fresh_id.0, cached_id.0, "the clones share a machine-id");
+    assert_ne!(fresh_id.1, cached_id.1, "the clones share an SSH host key");
 
     // ---- 3b. proxmox-clone of the kiln-built template ----------------------------------------
     // a linked clone of a VM that is not a template: refused before anything is created
@@ -1023,11 +1328,21 @@ fn e2e_kiln_build_on_sandbox() {
     );
 
     // ---- 4. SIGINT during the guest wait ------------------------------------------------------
+    // with -cache-install and a changed user-data (another password hash): a cache miss, so a
+    // full build, interrupted before the layer: no second base
     let log = fx.dir.join("sigint.log");
-    let extra: Vec<String> = ["-var", "vm_id=9001", "-var", "template_name=kiln-sigint"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let extra: Vec<String> = [
+        "-var",
+        "vm_id=9001",
+        "-var",
+        "template_name=kiln-sigint",
+        "-cache-install",
+        "-var",
+        &format!("password_hash={OTHER_HASH}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut c = start_build(&ns, &sb, &fx, PASSWORD, &extra, &log);
     let t0 = Instant::now();
     while !read(&log).contains("Waiting for the guest's IP address") {
@@ -1054,6 +1369,12 @@ fn e2e_kiln_build_on_sandbox() {
         out.contains("Cancelling build after receiving interrupt") && out.contains("Deleting VM"),
         "{out}"
     );
+    assert!(
+        out.contains("Install cache miss"),
+        "a changed user-data must miss the cache:\n{out}"
+    );
+    let bases = cache_bases(&ns, &sb);
+    assert_eq!(bases.len(), 1, "an interrupted miss left a base: {bases:?}");
     assert!(
         !sb.vm_ids(&ns).contains(&9001),
         "VM 9001 left behind after SIGINT"
@@ -1119,6 +1440,36 @@ fn e2e_kiln_build_on_sandbox() {
     );
     assert_no_secrets("bad boot command", &out, &fx);
 
+    // ---- kiln cache ls / prune over the real base -------------------------------------------------
+    let cache_cmd = |args: &[&str]| {
+        let mut c = ns.exec();
+        c.arg(kiln())
+            .arg("cache")
+            .args(args)
+            .env("PROXMOX_URL", &sb.url)
+            .env("PROXMOX_USERNAME", "root@pam")
+            .env("PROXMOX_PASSWORD", PASSWORD)
+            .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
+            .env_remove("PROXMOX_TOKEN");
+        sh(&mut c)
+    };
+    let (ok, ls) = cache_cmd(&["ls"]);
+    println!("--- kiln cache ls ---\n{ls}");
+    assert!(ok, "kiln cache ls: {ls}");
+    let base = cache_bases(&ns, &sb);
+    assert!(
+        base.first().is_some_and(|b| ls.contains(&b.1)),
+        "kiln cache ls does not list the base {base:?}:\n{ls}"
+    );
+    let (ok, pr) = cache_cmd(&["prune", "--all"]);
+    println!("--- kiln cache prune --all ---\n{pr}");
+    assert!(ok, "kiln cache prune --all: {pr}");
+    assert!(
+        cache_bases(&ns, &sb).is_empty(),
+        "prune --all left a base: {:?}",
+        cache_bases(&ns, &sb)
+    );
+
     // ---- secrets scan over every artefact: build logs (plain and -machine-readable), the
     // sandboxes' events.jsonl and logs, the manifest — the private key file itself excepted
     let template = read(&workspace().join("examples/test-guest/test-guest.pkr.hcl"));
@@ -1134,6 +1485,7 @@ fn e2e_kiln_build_on_sandbox() {
         "var.password_hash default not found"
     );
     let mut secrets = vec![
+        Secret::new("var.password_hash of scenario 4 (sensitive)", OTHER_HASH),
         Secret::new("sandbox password", PASSWORD),
         Secret::new("API token secret", TOKEN_SECRET),
         Secret::new("wrong password", "not-the-password"),
@@ -1150,5 +1502,217 @@ fn e2e_kiln_build_on_sandbox() {
         build_time.as_secs_f64(),
         t_all.elapsed().as_secs_f64(),
         step_timings(&read(&fx.dir.join("build.log")))
+    );
+}
+
+/// PVE's `sshkeys` value: the keys percent-encoded (as `qm set --sshkeys FILE` sends them).
+fn pve_sshkeys(keys: &str) -> String {
+    let mut out = String::new();
+    for b in keys.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
+#[test]
+fn e2e_proxmox_clone_of_a_cloud_image_template() {
+    kiln_testguest::require_e2e();
+    prerequisites();
+    let installed = must(
+        kiln_testguest::installed_disk(),
+        "installed test-guest disk",
+    );
+    let tmp = must(tempfile::tempdir(), "temp dir");
+    let fx = fixture(tmp.path());
+    let ns = Netns::new();
+    let sb = Sandbox::start(&ns, &fx.dir.join("sb"), 8008, &[]);
+    let t_all = Instant::now();
+
+    // the cloud image: the installed disk without its first-boot seed, as Ubuntu ships them
+    let image = fx.dir.join("cloudimg.raw");
+    must(installed.cloud_image(&image), "cloud image");
+    // imported as the README of examples/cloud-image-clone says (qm create + import-from + cloudinit
+    // drive + template), through the API as root@pam
+    let r = sb.api_root(
+        &ns,
+        "POST",
+        "/nodes/pve/qemu",
+        &[
+            ("vmid", "9400"),
+            ("name", "ubuntu-cloud"),
+            ("memory", "1024"),
+            ("cores", "2"),
+            ("cpu", "max"),
+            ("ostype", "l26"),
+            ("net0", "virtio,bridge=vmbr0"),
+            ("scsihw", "virtio-scsi-pci"),
+            (
+                "scsi0",
+                &format!("local-lvm:0,import-from={}", image.display()),
+            ),
+            ("ide2", "local-lvm:cloudinit"),
+            ("boot", "order=scsi0"),
+            ("serial0", "socket"),
+            ("agent", "1"),
+        ],
+    );
+    let upid = r["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("create with import-from: {r}"))
+        .to_string();
+    assert!(
+        sb.wait_task(&ns, &upid, Duration::from_secs(300))
+            .starts_with("OK"),
+        "import-from task failed"
+    );
+    let r = sb.api(&ns, "POST", "/nodes/pve/qemu/9400/template", &[]);
+    if let Some(u) = r["data"].as_str() {
+        assert!(sb
+            .wait_task(&ns, u, Duration::from_secs(120))
+            .starts_with("OK"));
+    }
+    let conf = sb.api(&ns, "GET", "/nodes/pve/qemu/9400/config", &[]);
+    assert_eq!(conf["data"]["template"].as_u64(), Some(1), "{conf}");
+    println!(
+        "cloud-image template 9400: scsi0 {} ide2 {} ({:.0} s)",
+        conf["data"]["scsi0"],
+        conf["data"]["ide2"],
+        t_all.elapsed().as_secs_f64()
+    );
+
+    // kiln build examples/cloud-image-clone: no SSH credentials in the template, so an ephemeral
+    // key pair; shell + ansible provisioners; template 9410
+    let log = fx.dir.join("cloud-clone-build.log");
+    let out_f = must(std::fs::File::create(&log), "build log");
+    let err_f = must(out_f.try_clone(), "build log");
+    let mut c = ns.exec();
+    c.arg(kiln())
+        .args(["build", "-timestamp-ui"])
+        .args(["-var", &format!("proxmox_url={}", sb.url)])
+        .args(["-var", "clone_vm=ubuntu-cloud", "-var", "vm_id=9410"])
+        .arg(workspace().join("examples/cloud-image-clone"))
+        .env("PROXMOX_PASSWORD", PASSWORD)
+        .env("PROXMOX_FINGERPRINT", &sb.fingerprint)
+        .env_remove("PROXMOX_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_f))
+        .stderr(Stdio::from(err_f));
+    let t_b = Instant::now();
+    let mut child = must(c.spawn(), "start kiln build (cloud image)");
+    let code = wait_exit(&mut child, Duration::from_secs(900), &log);
+    let out = read(&log);
+    println!(
+        "--- kiln build examples/cloud-image-clone ({:.0} s, exit {code}) ---\n{out}",
+        t_b.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "the cloud-image clone build failed");
+    assert_no_secrets("cloud-image clone build", &out, &fx);
+    let lines: Vec<&str> = out.lines().collect();
+    let a = pos(&lines, "first boot: cloud-init instance", 0);
+    let p = pos(&lines, "PLAY RECAP", a);
+    pos(&lines, "failed=0", p);
+    pos(&lines, "A template was created: 9410", p);
+    // the build's instance-id, as its first provisioner printed it
+    let build_instance = lines[a]
+        .split("cloud-init instance ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(
+        !build_instance.is_empty(),
+        "no instance-id in {:?}",
+        lines[a]
+    );
+    assert!(
+        lines[a].contains("ubuntu@"),
+        "cloud-init did not create the ciuser on the clone: {}",
+        lines[a]
+    );
+
+    // a user's clone of the result: their own key and user, a new instance
+    let t_c = Instant::now();
+    let keys = pve_sshkeys(&format!("{}\n", fx.pubkey));
+    let out = boot_clone_as(
+        &ns,
+        &sb,
+        &fx,
+        9410,
+        9420,
+        "admin",
+        &[("ciuser", "admin"), ("sshkeys", &keys)],
+        "cloud-init status --wait; echo instance=$(cat /var/lib/cloud/data/instance-id); echo build-instance=$(cat /etc/kiln-build-instance); echo whoami=$(id -un)@$(hostname); cat /etc/kiln-cloud-image-mark /etc/kiln-playbook; echo keys=$(sudo sh -c 'cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys' 2>/dev/null | grep -o 'ssh-[a-z0-9-]* [A-Za-z0-9+/=]*' | sort -u | wc -l)",
+        "keys=",
+    );
+    println!(
+        "--- clone 9420 of the customised cloud image ({:.0} s) ---\n{out}",
+        t_c.elapsed().as_secs_f64()
+    );
+    let field = |k: &str| {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix(k))
+            .next_back()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert!(out.contains("status: done"), "{out}");
+    assert!(out.contains("customised-by-kiln\n"), "shell mark: {out}");
+    assert!(
+        out.contains("customised-by-kiln-with-ansible"),
+        "ansible mark: {out}"
+    );
+    assert_eq!(field("build-instance="), build_instance, "{out}");
+    let instance = field("instance=");
+    assert!(
+        !instance.is_empty() && instance != build_instance,
+        "the clone is not a new cloud-init instance ({instance} vs the build's {build_instance})"
+    );
+    assert!(field("whoami=").starts_with("admin@"), "{out}");
+    // only the user's key is authorised anywhere (root's copy included): the build's ephemeral
+    // key was removed
+    assert_eq!(field("keys="), "1", "authorized_keys: {out}");
+    println!(
+        "=== cloud-image clone: all {:.0} s ===",
+        t_all.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn the_step_list_parser_strips_stamp_and_build_name() {
+    let out = "2026-12-03T00:51:46.98Z: ==> proxmox-iso.x: Step timings:\n\
+               2026-12-03T00:51:46.98Z:     proxmox-iso.x:   iso (skipped: cached install)   0ms  ok\n\
+               \x20   proxmox-iso.x:   create_vm   32ms  ok\n\
+               2026-12-03T00:51:46.99Z: Build 'proxmox-iso.x' finished after 1 minute.\n";
+    let steps = step_timings(out);
+    let lines: Vec<&str> = steps.lines().collect();
+    assert_eq!(lines[0], "Step timings:");
+    assert!(lines[1]
+        .trim_start()
+        .starts_with("iso (skipped: cached install)"));
+    assert!(lines[2].trim_start().starts_with("create_vm"));
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        identity("machine-id=abc\nhostkey=SHA256:x\n"),
+        ("abc".to_string(), "SHA256:x".to_string())
+    );
+    assert_eq!(duration_secs("1m05s"), 65.0);
+    assert_eq!(duration_secs("819ms"), 0.819);
+    assert_eq!(
+        layer_seconds(
+            "x: Install cache layer: reset + shutdown 18.0s, base 819ms, boot + wait 58.2s"
+        ),
+        18.0 + 0.819 + 58.2
+    );
+    assert_eq!(
+        pve_sshkeys("ssh-ed25519 AB+/=\n"),
+        "ssh-ed25519%20AB%2B%2F%3D%0A"
     );
 }

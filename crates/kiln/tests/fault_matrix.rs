@@ -210,18 +210,23 @@ impl Sandbox {
     }
 
     fn vm_ids(&self, ns: &Netns) -> Vec<u64> {
-        self.api(ns, "/cluster/resources", &[("type", "vm")])["data"]
+        let v = self.api(ns, "/cluster/resources", &[("type", "vm")]);
+        // an error answer must fail the cell, not read as "no VMs left"
+        assert!(v["data"].is_array(), "GET /cluster/resources: {v}");
+        v["data"]
             .as_array()
             .map(|a| a.iter().filter_map(|r| r["vmid"].as_u64()).collect())
             .unwrap_or_default()
     }
 
     fn isos(&self, ns: &Netns) -> Vec<(String, u64)> {
-        self.api(
+        let v = self.api(
             ns,
             "/nodes/pve/storage/local/content",
             &[("content", "iso")],
-        )["data"]
+        );
+        assert!(v["data"].is_array(), "GET …/storage/local/content: {v}");
+        v["data"]
             .as_array()
             .map(|a| {
                 a.iter()
