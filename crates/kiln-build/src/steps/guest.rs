@@ -154,7 +154,16 @@ impl Step<BuildState> for StepWaitGuest {
                     Err(e) => last = e.to_string(),
                 }
                 if !said_waiting {
-                    cx.ui.message("Waiting for the guest agent to report an IP address (the VM is installing)");
+                    // installing only after a boot command, the first time: a clone, a cache
+                    // hit and the cache layer's restart boot an installed system
+                    let what = if st.typed_at.is_some() && st.comm.is_none() {
+                        "the VM is installing"
+                    } else {
+                        "the VM is booting"
+                    };
+                    cx.ui.message(&format!(
+                        "Waiting for the guest agent to report an IP address ({what})"
+                    ));
                     said_waiting = true;
                 }
                 if !diag_said
