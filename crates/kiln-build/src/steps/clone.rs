@@ -143,8 +143,8 @@ pub fn ipconfig_value(ip: &IpConfig) -> String {
     .join(",")
 }
 
-/// PVE wants `sshkeys` URL-encoded.
-fn pve_urlencode(s: &str) -> String {
+/// PVE wants `sshkeys` URL-encoded (everything but `A-Za-z0-9-_.~`, as `qm set --sshkeys` does).
+pub fn pve_urlencode(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')

@@ -19,7 +19,7 @@ pub mod preflight;
 mod vm;
 
 pub use boot::StepBootCommand;
-pub use clone::{clone_params, StepCloneVm};
+pub use clone::{clone_params, pve_urlencode, StepCloneVm};
 pub use connect::{connect_options, StepConnect};
 pub use finish::{StepFinalize, StepShutdown, StepTemplate};
 pub use guest::{http_diagnosis, StepProvision, StepWaitGuest};
