@@ -197,7 +197,7 @@ copy_with_libs $(echo "$PYFILES" | grep '\.so$' || true)
 rm -rf "$R/tmp/"*
 # kernel modules + their dependencies
 MODS="virtio_pci virtio_blk virtio_scsi virtio_net virtio_console sd_mod sr_mod cdrom ata_piix ata_generic
-      ahci nvme isofs vfat nls_cp437 nls_iso8859_1 nls_utf8 crc32c_generic crc32c-intel ext4 af_packet e1000 e1000e
+      ahci nvme isofs vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 crc32c_generic crc32c-intel ext4 af_packet e1000 e1000e
       8139cp 8139too vmxnet3"
 for m in $MODS; do
     modprobe -d "$R" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}' || true
@@ -225,8 +225,36 @@ t=$(now)
 cp "$R/boot/vmlinuz-$KVER" "$ISO/casper/vmlinuz"
 cp "$RECIPE/grub.cfg" "$ISO/boot/grub/grub.cfg"
 echo "kiln test guest: Ubuntu-like autoinstall ISO (Debian $SUITE payload, kernel $KVER)" > "$ISO/README.diskdefines"
-grub-mkrescue -o "$OUT/guest.iso.tmp" "$ISO" -- -volid KILN_TESTGUEST > "$OUT/grub-mkrescue.log" 2>&1 \
-    || { cat "$OUT/grub-mkrescue.log"; exit 1; }
+# UEFI: boot through the signed chain, as Ubuntu's ISO does, so that OVMF with Secure Boot on and
+# Microsoft's keys enrolled (PVE pre-enrolled-keys=1) accepts it: EFI/BOOT/BOOTX64.EFI is shim,
+# grubx64.efi beside it Debian's signed GRUB image for CDs (gcdx64: it finds the ISO by
+# /.disk/info and reads /boot/grub/grub.cfg; its modules are built in). grub-mkrescue still lays
+# out the hybrid ISO and the BIOS boot; the wrapper below swaps its unsigned EFI image for this one.
+mkdir -p "$ISO/.disk"
+echo "kiln test guest (Debian $SUITE, kernel $KVER)" > "$ISO/.disk/info"
+EFIIMG="$W/efi-signed.img"
+mkfs.fat -C -n EFIBOOT "$EFIIMG" 8192 > /dev/null
+mmd -i "$EFIIMG" ::/EFI ::/EFI/BOOT
+mcopy -i "$EFIIMG" "$R/usr/lib/shim/shimx64.efi.signed" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$EFIIMG" "$R/usr/lib/shim/mmx64.efi.signed" ::/EFI/BOOT/mmx64.efi
+mcopy -i "$EFIIMG" "$R/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed" ::/EFI/BOOT/grubx64.efi
+cat > "$W/xorriso-signed-efi" <<'X'
+#!/bin/sh
+# grub-mkrescue --xorriso=THIS: put the signed EFI boot image in place of grub-mkrescue's unsigned
+# one (efi.img in the tree it passes with -r), then run the real xorriso
+dir=; prev=
+for a in "$@"; do [ "$prev" = -r ] && dir=$a; prev=$a; done
+if [ -n "$dir" ]; then
+    [ -f "$dir/efi.img" ] || { echo "no efi.img in grub-mkrescue's tree $dir" >&2; exit 1; }
+    cp "$KILN_SIGNED_EFI_IMG" "$dir/efi.img"
+fi
+exec xorriso "$@"
+X
+chmod +x "$W/xorriso-signed-efi"
+KILN_SIGNED_EFI_IMG="$EFIIMG" grub-mkrescue --xorriso="$W/xorriso-signed-efi" -o "$OUT/guest.iso.tmp" "$ISO" \
+    -- -volid KILN_TESTGUEST > "$OUT/grub-mkrescue.log" 2>&1 || { cat "$OUT/grub-mkrescue.log"; exit 1; }
+xorriso -indev "$OUT/guest.iso.tmp" -report_el_torito plain 2>/dev/null | grep -q 'UEFI' \
+    || { echo "the ISO has no UEFI El Torito entry"; exit 1; }
 mv "$OUT/guest.iso.tmp" "$OUT/guest.iso"
 stage iso "$t"
 ls -l "$ISO/casper" | tee -a "$OUT/timings.txt"
