@@ -46,8 +46,12 @@ pub const QEMU: &[Need] = &[
             "/usr/share/OVMF/OVMF_CODE_4M.fd",
             "/usr/share/OVMF/OVMF_VARS_4M.fd",
             "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+            "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
         ],
     ),
+    // tpmstate0: one swtpm per VM, as PVE runs it (swtpm_setup makes the state, swtpm serves it)
+    need("swtpm", &["swtpm"]),
+    need("swtpm-tools", &["swtpm_setup"]),
 ];
 
 /// The sandbox's network: namespaces, a bridge, DHCP.

@@ -94,7 +94,7 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
-async fn qemu_img(args: &[&str]) -> Result<String, DiskError> {
+pub(crate) async fn qemu_img(args: &[&str]) -> Result<String, DiskError> {
     let out = Command::new("qemu-img")
         .args(args)
         .output()

@@ -13,6 +13,7 @@
 //! * [`keys`] — PVE `sendkey` names (QEMU HMP `sendkey` syntax) → QMP `send-key` key values;
 //! * [`cloudinit`] — the NoCloud `cidata` ISO PVE generates for a `cloudinit` drive;
 //! * [`net`] — the sandbox LAN: bridge + dnsmasq + tap devices inside a network namespace;
+//! * [`tpm`] — `tpmstate0`: one real `swtpm` per VM, started and stopped with it;
 //! * [`disk`] — `qemu-img` helpers (create, convert for full clones, info, PVE size strings).
 //!
 //! ```no_run
@@ -61,6 +62,7 @@ pub mod net;
 pub mod qga;
 pub mod qmp;
 pub mod spec;
+pub mod tpm;
 pub mod vm;
 
 pub use qga::{AgentError, QgaClient};

@@ -124,6 +124,7 @@ struct Inner {
     vmid: u32,
     args: Vec<String>,
     paths: RunPaths,
+    tpm: Option<crate::tpm::TpmState>,
     reboot_allowed: bool,
     links_down: Vec<String>,
     started: Instant,
@@ -184,6 +185,9 @@ impl Inner {
     async fn launch(&self) -> Result<(Child, Arc<QmpClient>), VmError> {
         for p in [&self.paths.qmp, &self.paths.qga, &self.paths.pidfile] {
             let _ = std::fs::remove_file(p);
+        }
+        if let Some(t) = &self.tpm {
+            crate::tpm::start_swtpm(t, &self.paths).await?;
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -317,6 +321,12 @@ async fn supervise(inner: Arc<Inner>, mut child: Child, mut qmp: Arc<QmpClient>)
         }
         let events = qmp.recent_events();
         let kind = classify_exit(&events);
+        if let Some(t) = &inner.tpm {
+            // swtpm exits with QEMU (--terminate); keep its state in the volume
+            if let Err(e) = crate::tpm::export(t, &inner.paths).await {
+                tracing::warn!(vmid = inner.vmid, "TPM state not saved: {e}");
+            }
+        }
         let requested = inner.stop_requested.load(Ordering::SeqCst);
         tracing::debug!(vmid = inner.vmid, ?status, ?kind, requested, "QEMU exited");
         if !requested && kind == Some("reset") && inner.reboot_allowed {
@@ -414,6 +424,11 @@ impl RunningVm {
                 source,
             })?;
         }
+        // TPM state: out of the volume into the raw file swtpm works on (see crate::tpm)
+        let tpm = crate::tpm::tpm_state(&spec)?;
+        if let Some(t) = &tpm {
+            crate::tpm::import(t, &paths).await?;
+        }
         // tap devices on their bridges
         for (n, bridge) in spec::bridged_nets(c) {
             crate::net::ensure_tap(&spec::tap_name(spec.vmid, n), &bridge)?;
@@ -435,6 +450,7 @@ impl RunningVm {
             args,
             qga: agent.then(|| QgaClient::new(paths.qga.clone())),
             paths,
+            tpm,
             reboot_allowed,
             links_down: spec::links_down(c),
             started: Instant::now(),
