@@ -32,18 +32,25 @@ fn ovmf_files(config: &BTreeMap<String, String>) -> Result<(PathBuf, PathBuf), S
         .unwrap_or(false);
     let q35 = machine_type(config)?.0 == "q35";
     let dir = Path::new(OVMF_DIR);
-    let (code, vars) = match (efitype, enrolled) {
-        ("4m", true) if q35 => ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
-        ("4m", true) => {
-            return Err(SpecError::Unsupported {
-                key: "efidisk0".into(),
-                msg: "pre-enrolled-keys=1 (Secure Boot) needs machine q35 (SMM)".into(),
-            })
-        }
-        ("4m", false) => ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
-        ("2m", true) => ("OVMF_CODE.secboot.fd", "OVMF_VARS.ms.fd"),
-        ("2m", false) => ("OVMF_CODE.fd", "OVMF_VARS.fd"),
-        (other, _) => {
+    // qemu-server's table: 4m images use the SMM-protected (Secure Boot) build on q35 and the
+    // plain build without SMM elsewhere ("4m-no-smm"), with Microsoft's keys in the vars when
+    // pre-enrolled-keys=1 ("-ms"; on i440fx that is Secure Boot without SMM, as PVE does);
+    // pre-enrolled-keys only applies to efitype=4m, 2m is always the plain pair.
+    let (code, vars) = match efitype {
+        "4m" => (
+            if q35 {
+                "OVMF_CODE_4M.secboot.fd"
+            } else {
+                "OVMF_CODE_4M.fd"
+            },
+            if enrolled {
+                "OVMF_VARS_4M.ms.fd"
+            } else {
+                "OVMF_VARS_4M.fd"
+            },
+        ),
+        "2m" => ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+        other => {
             return Err(SpecError::Invalid {
                 key: "efidisk0".into(),
                 msg: format!("efitype '{other}' (expected 2m or 4m)"),
@@ -135,8 +142,8 @@ pub(super) fn firmware_args(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::qemu_args;
     use crate::spec::test_support::{args, spec, values};
-    use crate::spec::{qemu_args, SpecError};
 
     #[test]
     fn ovmf_and_efidisk() {
@@ -181,13 +188,26 @@ mod tests {
             efivars_template(&cfg).unwrap(),
             PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
         );
-        assert!(matches!(
-            qemu_args(&spec(&[
-                ("bios", "ovmf"),
-                ("efidisk0", "local-lvm:1,efitype=4m,pre-enrolled-keys=1")
-            ])),
-            Err(SpecError::Unsupported { .. })
-        ));
+        // i440fx with Microsoft's keys: Secure Boot without SMM (PVE's "4m-no-smm-ms"), as in
+        // corpus row 28
+        let a = qemu_args(&spec(&[
+            ("bios", "ovmf"),
+            ("efidisk0", "local-lvm:1,efitype=4m,pre-enrolled-keys=1"),
+        ]))
+        .unwrap()
+        .join(" ");
+        assert!(a.contains("file=/usr/share/OVMF/OVMF_CODE_4M.fd"), "{a}");
+        assert!(!a.contains("property=secure"), "{a}");
+        // pre-enrolled-keys only applies to 4m; 2m is the plain pair
+        let cfg2m: BTreeMap<String, String> = [(
+            "efidisk0".to_string(),
+            "local-lvm:1,pre-enrolled-keys=1".to_string(),
+        )]
+        .into();
+        assert_eq!(
+            efivars_template(&cfg2m).unwrap(),
+            PathBuf::from("/usr/share/OVMF/OVMF_VARS.fd")
+        );
     }
 
     #[test]
