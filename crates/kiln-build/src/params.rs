@@ -159,6 +159,59 @@ fn b01(b: bool) -> String {
     if b { "1" } else { "0" }.to_string()
 }
 
+/// When the VM's boot order cannot reach the boot ISO, say so: PVE starts QEMU with
+/// `-boot strict=on`, so the firmware tries only the devices `boot` lists (legacy `[acdn]`: `c` is
+/// the disk, `d` the CD-ROMs), and the installer never starts. Several corpus templates have
+/// `boot = "c"` (the plugin's documentation calls `c` the CD-ROM) or `order=scsi0;net0`.
+pub fn boot_order_warning(params: &Params, boot_iso_volid: Option<&str>) -> Option<String> {
+    let boot = params
+        .iter()
+        .find(|(k, _)| k == "boot")
+        .map(|(_, v)| v.as_str())?;
+    let iso = boot_iso_volid?;
+    let slot = params
+        .iter()
+        .find(|(k, v)| k != "boot" && v.split(',').next() == Some(iso) && v.contains("media=cdrom"))
+        .map(|(k, _)| k.as_str())?;
+    let order = boot
+        .split(',')
+        .find_map(|p| p.strip_prefix("order="))
+        .map(|o| o.split(';').map(str::trim).collect::<Vec<_>>());
+    match order {
+        Some(list) if !list.contains(&slot) => {
+            // the user's order with the ISO after the first device (the empty disk falls through)
+            let mut fixed: Vec<&str> = list.iter().copied().filter(|d| !d.is_empty()).collect();
+            fixed.insert(fixed.len().min(1), slot);
+            Some(format!(
+                "boot = \"{boot}\" does not list the boot ISO's drive {slot}: PVE boots only the devices in the order, so the installer will not start. Add it, e.g. boot = \"order={}\"",
+                fixed.join(";")
+            ))
+        }
+        Some(_) => None,
+        None => {
+            let legacy = boot.split(',').next().unwrap_or("");
+            let legacy = legacy.strip_prefix("legacy=").unwrap_or(legacy);
+            // the first hard disk, as PVE's `bootdisk` default
+            let disk = params
+                .iter()
+                .find(|(k, v)| {
+                    ["ide", "sata", "scsi", "virtio"].iter().any(|b| {
+                        k.strip_prefix(b)
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+                    }) && !v.contains("media=cdrom")
+                })
+                .map(|(k, _)| format!("{k};"))
+                .unwrap_or_default();
+            (!legacy.is_empty()
+                && legacy.bytes().all(|b| matches!(b, b'a' | b'c' | b'd' | b'n'))
+                && !legacy.contains('d'))
+            .then(|| format!(
+                "boot = \"{boot}\" is PVE's legacy order, in which c is the disk and d the CD-ROM: the boot ISO on {slot} is not in it, so the installer will not start. Use e.g. boot = \"order={disk}{slot}\""
+            ))
+        }
+    }
+}
+
 /// The create parameters (without `vmid`, which the client adds first).
 pub fn create_params(
     cfg: &ProxmoxIsoConfig,
@@ -457,5 +510,43 @@ mod tests {
             Some("local-lvm".into())
         );
         assert_eq!(repeatable_mac(100, 1), "00:18:59:00:0C:81");
+    }
+
+    #[test]
+    fn a_boot_order_that_misses_the_boot_iso_is_reported() {
+        let p = |boot: &str| -> Params {
+            vec![
+                ("boot".into(), boot.into()),
+                ("scsi0".into(), "local-lvm:8".into()),
+                ("ide2".into(), "local:iso/u.iso,media=cdrom".into()),
+            ]
+        };
+        let iso = Some("local:iso/u.iso");
+        let w = boot_order_warning(&p("order=scsi0;net0"), iso).unwrap_or_default();
+        assert!(w.contains("does not list the boot ISO's drive ide2"), "{w}");
+        assert!(w.contains("e.g. boot = \"order=scsi0;ide2;net0\""), "{w}");
+        let w = boot_order_warning(&p("c"), iso).unwrap_or_default();
+        assert!(w.contains("legacy order"), "{w}");
+        assert!(w.contains("e.g. boot = \"order=scsi0;ide2\""), "{w}");
+        let virtio: Params = vec![
+            ("boot".into(), "c".into()),
+            ("virtio0".into(), "local-lvm:8".into()),
+            ("scsi0".into(), "local:iso/u.iso,media=cdrom".into()),
+        ];
+        let w = boot_order_warning(&virtio, iso).unwrap_or_default();
+        assert!(w.contains("e.g. boot = \"order=virtio0;scsi0\""), "{w}");
+        for ok in [
+            "order=scsi0;ide2",
+            "order=ide2;scsi0;net0",
+            "cdn",
+            "dc",
+            "legacy=cd",
+        ] {
+            assert_eq!(boot_order_warning(&p(ok), iso), None, "{ok}");
+        }
+        // no boot key (PVE's default boots the CD-ROM), or no boot ISO: nothing to say
+        let no_boot: Params = vec![("ide2".into(), "local:iso/u.iso,media=cdrom".into())];
+        assert_eq!(boot_order_warning(&no_boot, iso), None);
+        assert_eq!(boot_order_warning(&p("order=scsi0"), None), None);
     }
 }

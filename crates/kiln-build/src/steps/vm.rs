@@ -144,6 +144,12 @@ impl Step<BuildState> for StepCreateVm {
                     .map_err(|e| pve_err("getting a free VM id", e))?,
             };
             let params = create_params(&cfg, vmid, &name, &isos).map_err(StepError::Failed)?;
+            if attempt == 1 {
+                if let Some(w) = crate::params::boot_order_warning(&params, st.boot_iso.as_deref())
+                {
+                    cx.ui.error(&format!("Warning: {w}"));
+                }
+            }
             st.vmid = Some(vmid);
             st.vm_created = true; // from here on, cleanup tries to delete it
             crate::leftovers::add(

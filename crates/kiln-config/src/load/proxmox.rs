@@ -543,6 +543,12 @@ pub fn decode(
         }
     }
     plain_keys!(&mut d => c; machine, boot);
+    if let Some(b) = c.boot.as_deref() {
+        if let Some(w) = legacy_boot_warning(b) {
+            cx.warnings
+                .push(Diag::warning(w).at(file, body.attrs.get("boot").map(|a| a.span.clone())));
+        }
+    }
     if let Some(v) = d.str("scsi_controller") {
         const SC: &[&str] = &[
             "lsi",
@@ -1314,6 +1320,20 @@ fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
     n
 }
 
+/// PVE's legacy boot string (`[acdn]{1,4}`, before PVE 6.2) reads `c` as the disk, `d` as the
+/// CD-ROM and `n` as the network; the plugin's documentation has `c` and `d` the other way round.
+/// Without `d` the installer ISO never boots (seen in the corpus: `boot = "c"`).
+fn legacy_boot_warning(boot: &str) -> Option<String> {
+    let legacy = !boot.is_empty()
+        && boot.len() <= 4
+        && boot.bytes().all(|b| matches!(b, b'a' | b'c' | b'd' | b'n'));
+    (legacy && !boot.contains('d')).then(|| {
+        format!(
+            "boot = \"{boot}\" is PVE's legacy boot order, in which c is the disk, d the CD-ROM and n the network (the plugin's documentation has c and d the other way round): this VM will not boot the ISO. Use e.g. boot = \"order=scsi0;ide2\" (disk first, then the ISO), or leave boot unset"
+        )
+    })
+}
+
 fn decode_iso(b: &EBlock, is_boot: bool, idx: Option<usize>, errs: &mut Vec<Diag>) -> IsoConfig {
     let what = match idx {
         Some(i) => format!("additional_iso_files[{i}]"),
@@ -1449,6 +1469,23 @@ fn checksum(
         Err(e) => {
             d.err_at(key, format!("{what}: {e}"));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod legacy_boot_tests {
+    use super::legacy_boot_warning;
+
+    #[test]
+    fn a_legacy_boot_string_without_the_cdrom_is_warned_about() {
+        let w = legacy_boot_warning("c").unwrap_or_default();
+        assert!(w.contains("c is the disk, d the CD-ROM"), "{w}");
+        assert!(w.contains("will not boot the ISO"), "{w}");
+        assert!(legacy_boot_warning("cn").is_some());
+        // with d (the CD-ROM), or in the order= format, or unset: nothing to say
+        for ok in ["cdn", "dc", "d", "order=scsi0;ide2", "order=virtio0", ""] {
+            assert_eq!(legacy_boot_warning(ok), None, "{ok}");
         }
     }
 }

@@ -377,7 +377,7 @@ pub static KEYS: &[KeySpec] = &[
     k("", "os", Str, Lit("other")).doc("PVE `ostype`: wxp, w2k, w2k3, w2k8, wvista, win7, win8, win10, win11, l24, l26, solaris, other."),
     k("", "bios", Str, Unset).doc("`seabios` or `ovmf`."),
     k("", "machine", Str, Unset).doc("QEMU machine type (`q35`, `pc`)."),
-    k("", "boot", Str, Unset).doc("PVE boot order, e.g. `order=scsi0;ide2`."),
+    k("", "boot", Str, Unset).doc("PVE boot order, e.g. `order=scsi0;ide2`. PVE boots only the devices listed; in the legacy letters `c` is the disk and `d` the CD-ROM (the plugin's docs swap them): kiln warns when the boot ISO is not in the order."),
     k("", "scsi_controller", Str, Lit("lsi")).doc("lsi, lsi53c810, virtio-scsi-pci, virtio-scsi-single, megasas, pvscsi."),
     k("", "qemu_agent", Bool, Lit("true")).doc("Enable the QEMU guest agent (kiln learns the VM's IP from it)."),
     k("", "disable_kvm", Bool, Lit("false")).doc("Run without KVM acceleration."),
