@@ -32,6 +32,10 @@
 //! the installed test-guest disk (`import-from`, as users import Ubuntu's cloud images), templates
 //! it, builds `examples/cloud-image-clone` from it with an ephemeral key, and boots a clone of the
 //! result as a user would.
+//!
+//! A third, `e2e_uefi_secure_boot_tpm`, builds `examples/test-guest-uefi` (q35, OVMF with
+//! Microsoft's keys pre-enrolled, a TPM 2.0 backed by swtpm, GRUB's `c` console) from the ISO and
+//! boots a clone of the template: Secure Boot on, `/dev/tpm0` present.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -222,7 +226,9 @@ impl Sandbox {
             "-H",
             &format!("Authorization: PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"),
         ]);
-        if method == "GET" {
+        if method == "GET" || method == "DELETE" {
+            // parameters in the query string (-G; `-X` keeps the method): PVE reads a DELETE's
+            // from there too
             c.arg("-G");
         }
         for (k, v) in params {
@@ -1579,6 +1585,591 @@ fn e2e_proxmox_clone_of_a_cloud_image_template() {
         t_all.elapsed().as_secs_f64()
     );
 }
+
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
+#[test]
+fn e2e_uefi_secure_boot_tpm() {
+    kiln_testguest::require_e2e();
+    prerequisites();
+    for (tool, pkg) in [("swtpm", "swtpm"), ("swtpm_setup", "swtpm-tools")] {
+        let (ok, _) = sh(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+        assert!(
+            ok,
+            "prerequisite missing: {tool} (apt-get install -y {pkg})"
+        );
+    }
+    let tmp = must(tempfile::tempdir(), "temp dir");
+    let fx = fixture(tmp.path());
+    let ns = Netns::new();
+    let sb_dir = fx.dir.join("sb");
+    let sb = Sandbox::start(&ns, &sb_dir, 8008, &[]);
+    let t_all = Instant::now();
+
+    // the build: q35 + OVMF with Microsoft's keys (Secure Boot on) + TPM 2.0, GRUB's console
+    let log = fx.dir.join("uefi-build.log");
+    let mut child = start_build_in(
+        &workspace().join("examples/test-guest-uefi"),
+        &ns,
+        &sb,
+        &fx,
+        PASSWORD,
+        &[],
+        &log,
+    );
+    let code = wait_exit(&mut child, Duration::from_secs(1500), &log);
+    let out = read(&log);
+    println!(
+        "--- kiln build examples/test-guest-uefi ({:.0} s, exit {code}) ---\n{out}",
+        t_all.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "the UEFI build failed");
+    assert_no_secrets("UEFI build", &out, &fx);
+    let lines: Vec<&str> = out.lines().collect();
+    let b = pos(&lines, "Typing the boot command", 0);
+    let s = pos(&lines, "secure-boot: SecureBoot enabled", b);
+    pos(&lines, "tpm: tpm0", s);
+    let p = pos(&lines, "PLAY RECAP", s);
+    pos(&lines, "failed=0", p);
+    pos(&lines, "A template was created: 9500", p);
+
+    // the template keeps its EFI vars and TPM state, and nothing unused
+    let conf = sb.api(&ns, "GET", "/nodes/pve/qemu/9500/config", &[]);
+    let c = &conf["data"];
+    println!("template 9500: {c}");
+    assert_eq!(c["template"].as_u64(), Some(1), "{conf}");
+    assert_eq!(c["bios"], "ovmf", "{conf}");
+    assert_eq!(c["machine"], "q35", "{conf}");
+    let efi = c["efidisk0"].as_str().unwrap_or_default();
+    assert!(
+        efi.contains("efitype=4m") && efi.contains("pre-enrolled-keys=1"),
+        "efidisk0: {conf}"
+    );
+    assert!(
+        c["tpmstate0"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("version=v2.0"),
+        "tpmstate0: {conf}"
+    );
+    let unused: Vec<&String> = c
+        .as_object()
+        .map(|o| o.keys().filter(|k| k.starts_with("unused")).collect())
+        .unwrap_or_default();
+    assert!(
+        unused.is_empty(),
+        "the template has unused disks: {unused:?}"
+    );
+
+    // a clone boots under UEFI with Secure Boot on and a TPM
+    let t_c = Instant::now();
+    let out = boot_clone_and_run(
+        &ns,
+        &sb,
+        &fx,
+        9500,
+        9510,
+        "cloud-init status --wait; mokutil --sb-state; echo sb-var=$(od -An -t u1 -j4 -N1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c); echo tpm=$(ls /sys/class/tpm) $(ls /dev/tpm0); sudo dmesg | grep -m1 'secureboot:'; cat /etc/kiln-playbook; echo uefi-checks-done",
+        "uefi-checks-done",
+    );
+    println!(
+        "--- clone 9510 of the UEFI template ({:.0} s) ---\n{out}",
+        t_c.elapsed().as_secs_f64()
+    );
+    assert!(out.contains("status: done"), "{out}");
+    assert!(out.contains("SecureBoot enabled"), "mokutil: {out}");
+    assert!(
+        out.contains("sb-var= 1") || out.contains("sb-var=1"),
+        "EFI variable: {out}"
+    );
+    assert!(out.contains("tpm=tpm0 /dev/tpm0"), "TPM device: {out}");
+    assert!(out.contains("built-by-kiln-uefi"), "playbook mark: {out}");
+    // swtpm runs only while its VM runs
+    let (_, ps) = sh(Command::new("pgrep").args(["-af", "swtpm socket"]));
+    let sb_s = sb_dir.display().to_string();
+    assert!(
+        !ps.lines().any(|l| l.contains(&sb_s)),
+        "swtpm still running after the clone stopped: {ps}"
+    );
+    println!(
+        "=== UEFI + Secure Boot + TPM: all {:.0} s ===",
+        t_all.elapsed().as_secs_f64()
+    );
+}
+
+/// A row of the corpus manifest (crates/kiln-config/tests/corpus/rows.json).
+#[derive(serde::Deserialize)]
+struct CorpusRow {
+    id: u32,
+    cwd: String,
+    #[serde(default = "corpus_dot")]
+    path: String,
+    #[serde(default)]
+    var_files: Vec<String>,
+    #[serde(default)]
+    vars: Vec<(String, String)>,
+    #[serde(default)]
+    env: Vec<(String, String)>,
+    expect: String,
+}
+
+fn corpus_dot() -> String {
+    ".".into()
+}
+
+/// Run `f` on a thread whose network namespace is `ns` (setns affects only the calling thread),
+/// so that kiln's steps, run in-process, reach the sandbox and bind their HTTP server there.
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.0);
+    let h = std::thread::spawn(move || {
+        let fd = must(std::fs::File::open(&path), "open the namespace");
+        must(
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET),
+            "setns",
+        );
+        f()
+    });
+    match h.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// Map a corpus row's names onto the sandbox (node, storage pools, bridges, resource pool, ISO
+/// files, HTTP bind address, credentials) and nothing else: the row's hardware stays as written.
+fn map_names(c: &mut kiln_config::model::ProxmoxIsoConfig, sb: &Sandbox, vmid: u32) {
+    c.proxmox_url = Some(sb.url.clone());
+    c.proxmox_fingerprint = Some(sb.fingerprint.clone());
+    c.insecure_skip_tls_verify = false;
+    c.username = Some("root@pam".into());
+    c.password = Some(PASSWORD.into());
+    c.token = None;
+    c.node = "pve".into();
+    c.pool = None;
+    c.vm_id = Some(vmid);
+    for d in &mut c.disks {
+        d.storage_pool = "local-lvm".into();
+        d.storage_pool_type = None;
+    }
+    if let Some(e) = &mut c.efi_config {
+        if e.efi_storage_pool.is_some() {
+            e.efi_storage_pool = Some("local-lvm".into());
+        }
+    }
+    if c.efidisk.is_some() {
+        c.efidisk = Some("local-lvm".into());
+    }
+    if let Some(t) = &mut c.tpm_config {
+        if t.tpm_storage_pool.is_some() {
+            t.tpm_storage_pool = Some("local-lvm".into());
+        }
+    }
+    if c.cloud_init_storage_pool.is_some() {
+        c.cloud_init_storage_pool = Some("local-lvm".into());
+    }
+    for n in &mut c.network_adapters {
+        n.bridge = "vmbr0".into();
+    }
+    let map_iso = |i: &mut kiln_config::model::IsoConfig| {
+        if i.iso_file.is_some() || i.iso_url.is_some() || !i.iso_urls.is_empty() {
+            i.iso_file = Some("local:iso/guest.iso".into());
+            i.iso_url = None;
+            i.iso_urls.clear();
+            i.iso_checksum = None;
+            i.iso_download_pve = false;
+        }
+        i.iso_storage_pool = Some("local".into());
+    };
+    map_iso(&mut c.boot_iso);
+    for i in &mut c.additional_iso_files {
+        map_iso(i);
+    }
+    c.http_bind_address = None;
+    c.http_interface = None;
+    c.vm_interface = None;
+}
+
+/// The corpus snapshot leaves out generated files: an `http_directory` another tool writes (row 1's
+/// `../ansible/output/cloud-init/…`) is served from an empty directory instead: what the build
+/// serves is not part of the VM's shape.
+fn map_missing_http_directory(
+    c: &mut kiln_config::model::ProxmoxIsoConfig,
+    root: &Path,
+    empty: &Path,
+) -> bool {
+    match &c.http_directory {
+        Some(d) if !root.join(d).is_dir() => {
+            c.http_directory = Some(empty.display().to_string());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The last step of a shape check: the firmware reached the test guest's GRUB (its menu line on
+/// the first serial port, which the sandbox logs for every VM).
+struct StepSeeGrub {
+    run_dir: PathBuf,
+    seconds: std::sync::Arc<std::sync::Mutex<Option<f64>>>,
+}
+
+#[async_trait::async_trait]
+impl kiln_build::pipeline::Step<kiln_build::steps::BuildState> for StepSeeGrub {
+    fn name(&self) -> &str {
+        "see_grub"
+    }
+    async fn run(
+        &mut self,
+        cx: &kiln_build::pipeline::StepContext,
+        st: &mut kiln_build::steps::BuildState,
+    ) -> Result<(), kiln_build::pipeline::StepError> {
+        let vmid = st.vmid.unwrap_or_default();
+        let log = self.run_dir.join(vmid.to_string()).join("serial0.log");
+        let t0 = Instant::now();
+        // SeaBIOS reaches it in ~3 s under TCG, OVMF + shim in ~15 s: ten times that and more
+        let ovmf = st.run.config.bios.as_deref() == Some("ovmf");
+        let limit = Duration::from_secs(if ovmf { 90 } else { 30 });
+        while t0.elapsed() < limit {
+            let text = std::fs::read(&log).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains("kiln test guest: the GRUB entry") {
+                let secs = t0.elapsed().as_secs_f64();
+                cx.ui
+                    .say(&format!("firmware reached GRUB after {secs:.1}s"));
+                *self.seconds.lock().unwrap_or_else(|e| e.into_inner()) = Some(secs);
+                return Ok(());
+            }
+            cx.sleep(Duration::from_millis(250)).await?;
+        }
+        Err(kiln_build::pipeline::StepError::failed(format!(
+            "the firmware did not reach GRUB in {} s ({})",
+            limit.as_secs(),
+            log.display()
+        )))
+    }
+}
+
+/// What a shape check of one build of a row ended with.
+struct ShapeResult {
+    row: u32,
+    build: String,
+    firmware: String,
+    /// the step that failed and its message, or None
+    failed: Option<(String, String)>,
+    grub_seconds: Option<f64>,
+    cloud_init_slot: Option<String>,
+    /// kiln's warning about the boot order, if it gave one
+    boot_warning: Option<String>,
+}
+
+#[ignore = "e2e: needs KILN_E2E=1 (cargo xtask test)"]
+#[test]
+fn e2e_corpus_shapes() {
+    use kiln_build::pipeline::{self, OnError, StepContext};
+    use kiln_build::steps::{BuildFlags, BuildState};
+    kiln_testguest::require_e2e();
+    prerequisites();
+    let tmp = must(tempfile::tempdir(), "temp dir");
+    let fx = fixture(tmp.path());
+    let ns = Netns::new();
+    let sb_dir = fx.dir.join("sb");
+    let sb = Sandbox::start(&ns, &sb_dir, 8008, &[]);
+    // the test guest's ISO on `local`, as every row's boot ISO
+    let mut c = ns.exec();
+    c.args(["curl", "-sk", "-X", "POST", "-H"])
+        .arg(format!(
+            "Authorization: PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"
+        ))
+        .args(["-F", "content=iso", "-F"])
+        .arg(format!("filename=@{};filename=guest.iso", fx.iso.display()))
+        .arg(format!("{}/nodes/pve/storage/local/upload", sb.url));
+    let (_, out) = sh(&mut c);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let upid = v["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("upload guest.iso: {out}"))
+        .to_string();
+    assert!(sb
+        .wait_task(&ns, &upid, Duration::from_secs(120))
+        .starts_with("OK"));
+
+    let corpus = workspace().join("crates/kiln-config/tests/corpus");
+    let rows: Vec<CorpusRow> = must(
+        serde_json::from_str(&must(
+            std::fs::read_to_string(corpus.join("rows.json")),
+            "rows.json",
+        )),
+        "parse rows.json",
+    );
+    let run_dir = sb_dir.join("run");
+    let mut results: Vec<ShapeResult> = Vec::new();
+    let mut vmid = 9600u32;
+    let t_all = Instant::now();
+    for row in rows.iter().filter(|r| r.expect == "valid") {
+        let cwd = corpus.join(&row.cwd);
+        let opts = kiln_config::LoadOptions {
+            vars: row.vars.clone(),
+            var_files: row.var_files.iter().map(PathBuf::from).collect(),
+            env: row.env.clone(),
+            only: Vec::new(),
+            except: Vec::new(),
+            now: None,
+            cwd: Some(cwd.clone()),
+        };
+        let loaded = match kiln_config::load(Path::new(&row.path), &opts) {
+            Ok(l) => l,
+            Err(e) => panic!("row {} no longer validates: {e:?}", row.id),
+        };
+        for run in loaded
+            .plan
+            .runs
+            .iter()
+            .filter(|r| r.source_type == "proxmox-iso")
+        {
+            vmid += 1;
+            let mut run = run.clone();
+            map_names(&mut run.config, &sb, vmid);
+            let empty = fx.dir.join("empty-http");
+            must(std::fs::create_dir_all(&empty), "empty http dir");
+            if map_missing_http_directory(&mut run.config, &cwd, &empty) {
+                println!(
+                    "row {}: http_directory is generated by another tool: served empty",
+                    row.id
+                );
+            }
+            let build = run.full_name();
+            let firmware = format!(
+                "{} {}{}{}",
+                run.config.bios.clone().unwrap_or_else(|| "seabios".into()),
+                run.config.machine.clone().unwrap_or_else(|| "pc".into()),
+                if run
+                    .config
+                    .efi_config
+                    .as_ref()
+                    .is_some_and(|e| e.pre_enrolled_keys)
+                {
+                    " +SB keys"
+                } else {
+                    ""
+                },
+                if run.config.tpm_config.is_some() {
+                    " +TPM"
+                } else {
+                    ""
+                },
+            );
+            let seconds = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let (grub_secs, rd, root) = (seconds.clone(), run_dir.clone(), cwd.clone());
+            let t_row = Instant::now();
+            // connect → preflight → iso → http_server → firewall → create_vm → start_vm, as a
+            // build runs them, then see GRUB; then the build's finalize on the stopped VM
+            let (report_a, report_b, text, slot) = in_netns(&ns, move || {
+                let rt = must(
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build(),
+                    "runtime",
+                );
+                rt.block_on(async move {
+                    let (ui, buf) = kiln_build::ui::Ui::capture(
+                        kiln_build::ui::UiOptions::default(),
+                        std::sync::Arc::new(kiln_build::ui::Masker::new()),
+                    );
+                    let cx = StepContext::new(ui.for_build(&run.full_name()), Default::default());
+                    let mut st = BuildState::new(run, root, BuildFlags::default());
+                    let mut all = kiln_build::build::proxmox_iso_steps();
+                    let mut steps: Vec<_> = all.drain(..7).collect();
+                    assert_eq!(steps[6].name(), "start_vm");
+                    steps.push(Box::new(StepSeeGrub {
+                        run_dir: rd,
+                        seconds: grub_secs,
+                    }));
+                    let asker = pipeline::StdinAsker;
+                    let a = pipeline::run(&mut steps, &cx, &mut st, OnError::Cleanup, &asker).await;
+                    let mut b = None;
+                    let mut slot = None;
+                    if a.result.is_ok() {
+                        // the VM as the build leaves it for the template: stopped, CD-ROMs out,
+                        // the cloud-init drive in
+                        if let (Some(client), Some(id)) = (st.client.clone(), st.vmid) {
+                            if let Ok(Some(u)) = client.qemu_stop(&st.node, id).await {
+                                let _ = client.wait_task(&u, &st.wait_opts(), None).await;
+                            }
+                        }
+                        let mut fin: Vec<_> =
+                            all.drain(..).filter(|s| s.name() == "finalize").collect();
+                        let r =
+                            pipeline::run(&mut fin, &cx, &mut st, OnError::Cleanup, &asker).await;
+                        if let (Some(client), Some(id)) = (st.client.clone(), st.vmid) {
+                            if let Ok(conf) = client.qemu_config(&st.node, id, false).await {
+                                slot = conf
+                                    .0
+                                    .iter()
+                                    .find(|(_, v)| {
+                                        v.contains(":cloudinit") || v.contains("-cloudinit")
+                                    })
+                                    .map(|(k, _)| k.clone());
+                            }
+                        }
+                        b = Some(r);
+                    }
+                    let text =
+                        String::from_utf8_lossy(&buf.lock().map(|b| b.clone()).unwrap_or_default())
+                            .to_string();
+                    (a, b, text, slot)
+                })
+            });
+            let failed = match (&report_a.result, report_b.as_ref().map(|r| &r.result)) {
+                (Err(e), _) => Some((
+                    report_a
+                        .timings
+                        .iter()
+                        .rev()
+                        .find(|t| t.status != pipeline::StepStatus::Ok)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default(),
+                    e.to_string(),
+                )),
+                (Ok(()), Some(Err(e))) => Some(("finalize".into(), e.to_string())),
+                _ => None,
+            };
+            println!(
+                "--- row {} {build} ({firmware}): {:.0} s ---\n{text}",
+                row.id,
+                t_row.elapsed().as_secs_f64()
+            );
+            // destroy it, and check nothing is left
+            let r = sb.api(
+                &ns,
+                "POST",
+                &format!("/nodes/pve/qemu/{vmid}/status/stop"),
+                &[],
+            );
+            if let Some(u) = r["data"].as_str() {
+                sb.wait_task(&ns, u, Duration::from_secs(60));
+            }
+            let r = sb.api(
+                &ns,
+                "DELETE",
+                &format!("/nodes/pve/qemu/{vmid}"),
+                &[("purge", "1"), ("destroy-unreferenced-disks", "1")],
+            );
+            if let Some(u) = r["data"].as_str() {
+                sb.wait_task(&ns, u, Duration::from_secs(60));
+            }
+            assert!(
+                !sb.vm_ids(&ns).contains(&u64::from(vmid)),
+                "row {}: VM {vmid} was not destroyed",
+                row.id
+            );
+            let grub_seconds = *seconds.lock().unwrap_or_else(|e| e.into_inner());
+            results.push(ShapeResult {
+                row: row.id,
+                build,
+                firmware,
+                failed,
+                grub_seconds,
+                cloud_init_slot: slot,
+                boot_warning: text.lines().find_map(|l| {
+                    l.split_once("Warning: boot = ")
+                        .map(|(_, w)| format!("boot = {w}"))
+                }),
+            });
+        }
+    }
+    let mut table = String::from(
+        "| row | build | firmware, machine | preflight | VM created | firmware reaches the ISO's GRUB | cloud-init drive | why not |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &results {
+        let failed_at = r.failed.as_ref().map(|(s, _)| s.as_str());
+        let pre = match failed_at {
+            Some("connect") | Some("preflight") => "no",
+            _ => "yes",
+        };
+        let created = match failed_at {
+            Some("connect" | "preflight" | "iso" | "http_server" | "firewall" | "create_vm") => {
+                "no"
+            }
+            _ => "yes",
+        };
+        let grub = match r.grub_seconds {
+            Some(s) => format!("yes ({s:.0} s)"),
+            None => "no".into(),
+        };
+        let mut why = r
+            .failed
+            .as_ref()
+            .map(|(s, m)| {
+                // the first line, without the temp path
+                let m = m.lines().next().unwrap_or_default();
+                let m = m.split(" (/tmp").next().unwrap_or(m);
+                format!("{s}: {m}")
+            })
+            .unwrap_or_default();
+        if let Some(w) = &r.boot_warning {
+            why.push_str(&format!("; kiln warned: {w}"));
+        }
+        table.push_str(&format!(
+            "| {} | {} | {} | {pre} | {created} | {grub} | {} | {why} |\n",
+            r.row,
+            r.build,
+            r.firmware,
+            r.cloud_init_slot.clone().unwrap_or_else(|| "-".into())
+        ));
+    }
+    println!(
+        "=== corpus shapes: {} builds of {} rows, {} reach GRUB ({:.0} s) ===\n{table}",
+        results.len(),
+        rows.iter().filter(|r| r.expect == "valid").count(),
+        results.iter().filter(|r| r.grub_seconds.is_some()).count(),
+        t_all.elapsed().as_secs_f64()
+    );
+    // every build reaches GRUB, or fails as the table of known refusals says, with kiln's warning
+    let mut wrong: Vec<String> = Vec::new();
+    for r in &results {
+        let known = SHAPE_REFUSALS.iter().find(|(row, _, _)| *row == r.row);
+        match (&r.failed, known) {
+            (None, None) if r.grub_seconds.is_some() => {}
+            (None, Some(k)) => wrong.push(format!(
+                "row {} {} reached GRUB: remove it from SHAPE_REFUSALS ({k:?})",
+                r.row, r.build
+            )),
+            (Some((_, m)), Some((_, fails, warned)))
+                if m.contains(fails)
+                    && r.boot_warning
+                        .as_deref()
+                        .is_some_and(|w| w.contains(warned)) => {}
+            _ => wrong.push(format!(
+                "row {} {}: {:?}, kiln's boot warning {:?}",
+                r.row, r.build, r.failed, r.boot_warning
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "shape checks:\n{}", wrong.join("\n"));
+}
+
+/// Rows whose own boot order keeps the firmware from the ISO, on PVE as in the sandbox (PVE starts
+/// QEMU with `-boot strict=on`: only the devices `boot` lists are tried): (row, how the check fails,
+/// what kiln's warning at create_vm says).
+const SHAPE_REFUSALS: &[(u32, &str, &str)] = &[
+    // boot_iso on scsi1, boot = "order=scsi0;ide2;ide0;net0": PVE refuses the order
+    (
+        15,
+        "invalid bootorder: device 'ide2' does not exist",
+        "does not list the boot ISO's drive",
+    ),
+    // boot = "c": the disk only in PVE's legacy letters
+    (16, "did not reach GRUB", "legacy order"),
+    (17, "did not reach GRUB", "legacy order"),
+    (20, "did not reach GRUB", "legacy order"),
+    (21, "did not reach GRUB", "legacy order"),
+    (27, "did not reach GRUB", "legacy order"),
+    (29, "did not reach GRUB", "legacy order"),
+    // boot = "order=scsi0;net0" (the variable's default), the ISO on ide2
+    (
+        25,
+        "did not reach GRUB",
+        "does not list the boot ISO's drive ide2",
+    ),
+];
 
 #[test]
 fn the_step_list_parser_strips_stamp_and_build_name() {
