@@ -180,7 +180,12 @@ pub fn boot_order_warning(params: &Params, boot_iso_volid: Option<&str>) -> Opti
     match order {
         Some(list) if !list.contains(&slot) => {
             // the user's order with the ISO after the first device (the empty disk falls through)
-            let mut fixed: Vec<&str> = list.iter().copied().filter(|d| !d.is_empty()).collect();
+            // (and without devices the VM does not have: PVE refuses those)
+            let mut fixed: Vec<&str> = list
+                .iter()
+                .copied()
+                .filter(|d| !d.is_empty() && params.iter().any(|(k, _)| k == d))
+                .collect();
             fixed.insert(fixed.len().min(1), slot);
             Some(format!(
                 "boot = \"{boot}\" does not list the boot ISO's drive {slot}: PVE boots only the devices in the order, so the installer will not start. Add it, e.g. boot = \"order={}\"",
@@ -524,6 +529,11 @@ mod tests {
         let iso = Some("local:iso/u.iso");
         let w = boot_order_warning(&p("order=scsi0;net0"), iso).unwrap_or_default();
         assert!(w.contains("does not list the boot ISO's drive ide2"), "{w}");
+        // net0 is not in these params: the hint leaves out what the VM does not have
+        assert!(w.contains("e.g. boot = \"order=scsi0;ide2\""), "{w}");
+        let mut with_net = p("order=scsi0;net0");
+        with_net.push(("net0".into(), "virtio,bridge=vmbr0".into()));
+        let w = boot_order_warning(&with_net, iso).unwrap_or_default();
         assert!(w.contains("e.g. boot = \"order=scsi0;ide2;net0\""), "{w}");
         let w = boot_order_warning(&p("c"), iso).unwrap_or_default();
         assert!(w.contains("legacy order"), "{w}");
