@@ -194,22 +194,14 @@ pub fn boot_order_warning(params: &Params, boot_iso_volid: Option<&str>) -> Opti
         }
         Some(_) => None,
         None => {
-            let legacy = boot.split(',').next().unwrap_or("");
-            let legacy = legacy.strip_prefix("legacy=").unwrap_or(legacy);
             // the first hard disk, as PVE's `bootdisk` default
             let disk = params
                 .iter()
-                .find(|(k, v)| {
-                    ["ide", "sata", "scsi", "virtio"].iter().any(|b| {
-                        k.strip_prefix(b)
-                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
-                    }) && !v.contains("media=cdrom")
-                })
+                .find(|(k, v)| Bus::parse_slot(k).is_some() && !v.contains("media=cdrom"))
                 .map(|(k, _)| format!("{k};"))
                 .unwrap_or_default();
-            (!legacy.is_empty()
-                && legacy.bytes().all(|b| matches!(b, b'a' | b'c' | b'd' | b'n'))
-                && !legacy.contains('d'))
+            kiln_config::model::legacy_boot_letters(boot)
+                .is_some_and(|l| !l.contains('d'))
             .then(|| format!(
                 "boot = \"{boot}\" is PVE's legacy order, in which c is the disk and d the CD-ROM: the boot ISO on {slot} is not in it, so the installer will not start. Use e.g. boot = \"order={disk}{slot}\""
             ))

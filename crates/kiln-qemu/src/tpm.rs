@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::spec::{RunPaths, SpecError, VmSpec};
+use crate::spec::{PropString, RunPaths, SpecError, VmSpec};
 use crate::vm::VmError;
 
 /// TPM version (`tpmstate0: …,version=v1.2|v2.0`; PVE's default is v1.2).
@@ -44,39 +44,22 @@ pub fn tpm_state(spec: &VmSpec) -> Result<Option<TpmState>, SpecError> {
         key: "tpmstate0".into(),
         msg,
     };
-    let mut file = None;
-    let mut version = TpmVersion::V1_2;
-    let mut format = None;
-    for (i, part) in v.split(',').filter(|p| !p.is_empty()).enumerate() {
-        let (k, val) = match part.split_once('=') {
-            Some(kv) => kv,
-            None if i == 0 => ("file", part),
-            None => return Err(invalid(format!("'{part}' is not key=value"))),
-        };
-        match k {
-            "file" => file = Some(val.to_string()),
-            "version" => {
-                version = match val {
-                    "v1.2" => TpmVersion::V1_2,
-                    "v2.0" => TpmVersion::V2_0,
-                    other => return Err(invalid(format!("version '{other}' (v1.2 or v2.0)"))),
-                }
-            }
-            "format" => format = Some(val.to_string()),
-            "size" => {}
-            other => return Err(invalid(format!("unknown option '{other}'"))),
-        }
+    let p = PropString::parse("tpmstate0", v, Some("file"))?;
+    if let Some((other, _)) = p
+        .parts
+        .iter()
+        .find(|(k, _)| !["file", "version", "format", "size"].contains(&k.as_str()))
+    {
+        return Err(invalid(format!("unknown option '{other}'")));
     }
-    let file = file.ok_or_else(|| invalid("no volume".into()))?;
-    let volume = if file.starts_with('/') {
-        PathBuf::from(&file)
-    } else {
-        (spec.volume_path)(&file).ok_or_else(|| SpecError::MissingVolume {
-            key: "tpmstate0".into(),
-            volume: file.clone(),
-        })?
+    let version = match p.get("version").unwrap_or("v1.2") {
+        "v1.2" => TpmVersion::V1_2,
+        "v2.0" => TpmVersion::V2_0,
+        other => return Err(invalid(format!("version '{other}' (v1.2 or v2.0)"))),
     };
-    let format = format.unwrap_or_else(|| crate::spec::image_format(&volume, None));
+    let file = p.get("file").ok_or_else(|| invalid("no volume".into()))?;
+    let volume = crate::spec::state_volume_path(spec, "tpmstate0", file)?;
+    let format = crate::spec::image_format(&volume, p.get("format"));
     Ok(Some(TpmState {
         volume,
         format,

@@ -1324,10 +1324,8 @@ fn decode_nic(b: &EBlock, i: usize, errs: &mut Vec<Diag>) -> NetworkAdapter {
 /// CD-ROM and `n` as the network; the plugin's documentation has `c` and `d` the other way round.
 /// Without `d` the installer ISO never boots (seen in the corpus: `boot = "c"`).
 fn legacy_boot_warning(boot: &str) -> Option<String> {
-    let legacy = !boot.is_empty()
-        && boot.len() <= 4
-        && boot.bytes().all(|b| matches!(b, b'a' | b'c' | b'd' | b'n'));
-    (legacy && !boot.contains('d')).then(|| {
+    let without_cdrom = crate::model::legacy_boot_letters(boot).is_some_and(|l| !l.contains('d'));
+    without_cdrom.then(|| {
         format!(
             "boot = \"{boot}\" is PVE's legacy boot order, in which c is the disk, d the CD-ROM and n the network (the plugin's documentation has c and d the other way round): this VM will not boot the ISO. Use e.g. boot = \"order=scsi0;ide2\" (disk first, then the ISO), or leave boot unset"
         )

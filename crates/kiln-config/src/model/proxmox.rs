@@ -441,3 +441,16 @@ impl Default for ProxmoxIsoConfig {
         }
     }
 }
+
+/// The letters of a PVE legacy boot order (`boot = "cdn"`, also `legacy=cdn`): `a` floppy, `c` the
+/// disk, `d` the CD-ROMs, `n` the network. `None` for the `order=` form.
+pub fn legacy_boot_letters(boot: &str) -> Option<&str> {
+    let first = boot.split(',').next().unwrap_or("");
+    let letters = first.strip_prefix("legacy=").unwrap_or(first);
+    (!letters.is_empty()
+        && letters.len() <= 4
+        && letters
+            .bytes()
+            .all(|b| matches!(b, b'a' | b'c' | b'd' | b'n')))
+    .then_some(letters)
+}

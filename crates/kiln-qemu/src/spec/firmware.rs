@@ -105,14 +105,7 @@ pub(super) fn firmware_args(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<Strin
                 Some(v) => {
                     let p = PropString::parse("efidisk0", v, Some("file"))?;
                     let file = p.get("file").unwrap_or("");
-                    let path = if file.starts_with('/') {
-                        PathBuf::from(file)
-                    } else {
-                        (spec.volume_path)(file).ok_or_else(|| SpecError::MissingVolume {
-                            key: "efidisk0".into(),
-                            volume: file.into(),
-                        })?
-                    };
+                    let path = super::state_volume_path(spec, "efidisk0", file)?;
                     let fmt = image_format(&path, p.get("format"));
                     (path, fmt)
                 }

@@ -172,12 +172,16 @@ pub enum SpecError {
 
 /// A parsed PVE property string (`key=value,…`, the default key may be omitted).
 #[derive(Debug, Default, Clone)]
-struct PropString {
-    parts: Vec<(String, String)>,
+pub(crate) struct PropString {
+    pub(crate) parts: Vec<(String, String)>,
 }
 
 impl PropString {
-    fn parse(key: &str, value: &str, default_key: Option<&str>) -> Result<Self, SpecError> {
+    pub(crate) fn parse(
+        key: &str,
+        value: &str,
+        default_key: Option<&str>,
+    ) -> Result<Self, SpecError> {
         let mut parts: Vec<(String, String)> = Vec::new();
         for (i, part) in value.split(',').enumerate() {
             if part.is_empty() {
@@ -206,7 +210,7 @@ impl PropString {
         Ok(PropString { parts })
     }
 
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.parts
             .iter()
             .find(|(pk, _)| pk == k)
@@ -216,6 +220,22 @@ impl PropString {
     fn bool(&self, key: &str, k: &str) -> Result<Option<bool>, SpecError> {
         self.get(k).map(|v| parse_bool(key, v)).transpose()
     }
+}
+
+/// The file of a VM-state volume (`efidisk0`, `tpmstate0`): an absolute path as written, else the
+/// volume id resolved by [`VmSpec::volume_path`].
+pub(crate) fn state_volume_path(
+    spec: &VmSpec,
+    key: &str,
+    file: &str,
+) -> Result<PathBuf, SpecError> {
+    if file.starts_with('/') {
+        return Ok(PathBuf::from(file));
+    }
+    (spec.volume_path)(file).ok_or_else(|| SpecError::MissingVolume {
+        key: key.into(),
+        volume: file.into(),
+    })
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, SpecError> {
